@@ -1,0 +1,47 @@
+"""The native server is the real Triton 2.51 from the wheel, serving a python-backend model over HTTP/gRPC."""
+
+from __future__ import annotations
+
+import numpy as np
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+
+from tritonserving import native_server as ns
+
+
+def test_staging_has_stub_next_to_python_backend() -> None:
+    staging = ns.stage()
+    assert (staging / "bin" / "tritonserver").exists()
+    assert (staging / "backends" / "python" / "libtriton_python.so").exists()
+    assert (staging / "backends" / "python" / "triton_python_backend_stub").exists()
+    assert ns.stage() == staging  # second call is the cached copy
+
+
+def test_tiny_server_metadata_and_infer(tiny_server) -> None:
+    assert ns.is_triton(tiny_server.http_url)
+    status, meta = ns.http_get_json(f"{tiny_server.http_url}/v2")
+    assert status == 200 and meta["version"] == "2.51.0"
+    ids = np.array([[101, 2023, 102], [101, 7592, 102]], dtype=np.int64)
+    mask = np.ones_like(ids)
+    for mod, url in (
+        (httpclient, tiny_server.http_url.removeprefix("http://")),
+        (grpcclient, tiny_server.grpc_url),
+    ):
+        client = mod.InferenceServerClient(url=url)
+        inputs = [
+            mod.InferInput("input_ids", list(ids.shape), "INT64"),
+            mod.InferInput("attention_mask", list(mask.shape), "INT64"),
+        ]
+        inputs[0].set_data_from_numpy(ids)
+        inputs[1].set_data_from_numpy(mask)
+        out = client.infer("tiny", inputs).as_numpy("sentence_embedding")
+        assert out.shape == (2, 384)
+        np.testing.assert_array_equal(out[:, 0], ids.sum(1).astype(np.float32))
+
+
+def test_free_port_is_bindable() -> None:
+    assert 0 < ns.free_port() < 65536
+
+
+def test_is_triton_false_when_nothing_listens() -> None:
+    assert not ns.is_triton(f"http://127.0.0.1:{ns.free_port()}")
