@@ -39,8 +39,10 @@ def cmd_pool(args: argparse.Namespace) -> int:
     except ValueError as exc:
         return _die(str(exc))
     total = sum(e.size or 0 for e in entries)
-    print(f"wrote {len(entries)} files ({total / 1e6:.1f} MB) + SHA256SUMS + manifest.json to {args.out} "
-          f"in {time.perf_counter() - t0:.2f} s (seed {args.seed})")
+    print(
+        f"wrote {len(entries)} files ({total / 1e6:.1f} MB) + SHA256SUMS + manifest.json to {args.out} "
+        f"in {time.perf_counter() - t0:.2f} s (seed {args.seed})"
+    )
     return 0
 
 
@@ -98,8 +100,11 @@ def cmd_fetch(args: argparse.Namespace) -> int:
         if args.manifest_sha256:
             got = hashlib.sha256(data).hexdigest()
             if got != args.manifest_sha256.lower():
-                return _die(f"manifest {source} has SHA-256 {got}, expected {args.manifest_sha256}: "
-                            "refusing to trust it", 1)
+                return _die(
+                    f"manifest {source} has SHA-256 {got}, expected {args.manifest_sha256}: "
+                    "refusing to trust it",
+                    1,
+                )
         entries = parse_any(data, source)
         reserved = [e.path for e in entries if e.path in RESERVED_NAMES]
         if reserved:
@@ -108,10 +113,20 @@ def cmd_fetch(args: argparse.Namespace) -> int:
             raise ManifestError(f"{source}: the manifest lists no files")
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / SUMS_NAME).write_text(format_sums(entries), encoding="utf-8")
-        print(f"manifest: {len(entries)} files from {source} (sha256 {hashlib.sha256(data).hexdigest()[:16]}...)",
-              file=sys.stderr)
-        fetcher = Fetcher(args.url, args.out, entries, jobs=args.jobs, depth=args.depth, retries=args.retries,
-                          timeout=args.timeout, progress=not args.quiet and sys.stderr.isatty())
+        print(
+            f"manifest: {len(entries)} files from {source} (sha256 {hashlib.sha256(data).hexdigest()[:16]})",
+            file=sys.stderr,
+        )
+        fetcher = Fetcher(
+            args.url,
+            args.out,
+            entries,
+            jobs=args.jobs,
+            depth=args.depth,
+            retries=args.retries,
+            timeout=args.timeout,
+            progress=not args.quiet and sys.stderr.isatty(),
+        )
         result = fetcher.run_sync()
     except (FetchError, ManifestError) as exc:
         return _die(str(exc))
@@ -148,15 +163,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from fileserver.nginx import NativeNginx, NginxError
 
     if not (args.root / "SHA256SUMS").is_file():
-        return _die(f"{args.root} has no SHA256SUMS; run 'fileserver pool --out {args.root}' or "
-                    f"'fileserver manifest {args.root}' first")
+        return _die(
+            f"{args.root} has no SHA256SUMS; run 'fileserver pool --out {args.root}' or "
+            f"'fileserver manifest {args.root}' first"
+        )
     server = NativeNginx(root=args.root, prefix=args.prefix, host=args.host, port=args.port)
     try:
         server.start()
     except NginxError as exc:
         return _die(str(exc))
-    print(f"serving {args.root.resolve()} at {server.url} (access log {server.access_log}); Ctrl-C stops",
-          flush=True)
+    print(
+        f"serving {args.root.resolve()} at {server.url} (access log {server.access_log}); Ctrl-C stops",
+        flush=True,
+    )
     try:
         assert server.proc is not None
         server.proc.wait()
@@ -171,7 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fileserver",
         description="Publish a pool of text files with nginx; download them fast and verify every SHA-256.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--version", action="version", version=f"fileserver {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -189,11 +210,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("url", help="base URL of the pool, e.g. http://host:8080/")
     p.add_argument("--out", type=Path, default=Path("download"), help="destination folder (default download)")
     p.add_argument("-j", "--jobs", type=int, default=4, help="keep-alive connections (default 4)")
-    p.add_argument("--depth", type=int, default=32,
-                   help="pipelined requests in flight per connection (default 32; 1 disables pipelining)")
+    p.add_argument(
+        "--depth",
+        type=int,
+        default=32,
+        help="pipelined requests in flight per connection (default 32; 1 disables pipelining)",
+    )
     p.add_argument("--retries", type=int, default=5, help="retries per file on 5xx / broken connections")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds without data before a retry")
-    p.add_argument("--manifest", type=Path, help="trust this local SHA256SUMS/manifest.json instead of the server's")
+    p.add_argument(
+        "--manifest", type=Path, help="trust this local SHA256SUMS/manifest.json instead of the server's"
+    )
     p.add_argument("--manifest-sha256", metavar="HEX", help="refuse the manifest unless its SHA-256 is HEX")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_fetch)
@@ -207,8 +234,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", type=Path, default=Path("data/pool"), help="pool folder (default data/pool)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 picks a free one)")
-    p.add_argument("--prefix", type=Path, default=Path("run/nginx"),
-                   help="nginx prefix for conf, pid, temp and logs (default run/nginx)")
+    p.add_argument(
+        "--prefix",
+        type=Path,
+        default=Path("run/nginx"),
+        help="nginx prefix for conf, pid, temp and logs (default run/nginx)",
+    )
     p.set_defaults(func=cmd_serve)
     return parser
 

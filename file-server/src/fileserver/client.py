@@ -34,7 +34,7 @@ class FetchError(RuntimeError):
 
 
 class _ProtocolError(Exception):
-    """The server's bytes are not HTTP/1.x we can parse; the connection is dropped and its requests retried."""
+    """The server's bytes are not HTTP/1.x; the connection is dropped and its requests retried."""
 
 
 @dataclass
@@ -79,7 +79,11 @@ class Result:
             f"{self.skipped} already present and verified; {self.retries} retries",
             f"verified {self.verified}/{self.total} files against the manifest",
         ]
-        for label, table in (("MISSING", self.missing), ("MISMATCH", self.mismatched), ("FAILED", self.failed)):
+        for label, table in (
+            ("MISSING", self.missing),
+            ("MISMATCH", self.mismatched),
+            ("FAILED", self.failed),
+        ):
             for path, why in sorted(table.items()):
                 lines.append(f"{label:8s} {path}  ({why})")
         return "\n".join(lines)
@@ -87,11 +91,11 @@ class Result:
 
 def backoff(attempt: int, base: float = 0.1, cap: float = 5.0) -> float:
     """Exponential backoff with full jitter: spreads retries so a recovering server is not hit in lockstep."""
-    return random.uniform(0, min(cap, base * 2 ** attempt))
+    return random.uniform(0, min(cap, base * 2**attempt))
 
 
 class _Conn(asyncio.Protocol):
-    """One keep-alive connection: keeps up to ``depth`` pipelined requests in flight and parses the replies."""
+    """One keep-alive connection: up to ``depth`` pipelined requests in flight, replies parsed."""
 
     def __init__(self, fetcher: Fetcher) -> None:
         self.f = fetcher
@@ -135,11 +139,13 @@ class _Conn(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.f.live.discard(self)
-        self.f.connection_ended(self, self.error or (f"connection lost: {exc}" if exc else "connection closed"))
+        self.f.connection_ended(
+            self, self.error or (f"connection lost: {exc}" if exc else "connection closed")
+        )
         if not self.done.done():
             self.done.set_result(None)
 
-    # our side ------------------------------------------------------------------------------------------------
+    # our side --------------------------------------------------------------------------------
     def refill(self) -> None:
         """Top up the pipeline from the shared queue with one write for all new requests."""
         if self.closing or self.transport is None or self.transport.is_closing():
@@ -187,7 +193,7 @@ class _Conn(asyncio.Protocol):
             elif length is not None:
                 if len(buf) - pos < length:
                     break
-                body = bytes(buf[pos:pos + length])
+                body = bytes(buf[pos : pos + length])
                 pos += length
             else:
                 break  # read until the server closes (eof_received)
@@ -209,14 +215,14 @@ class _Conn(asyncio.Protocol):
                 raise _ProtocolError("bad chunk size") from None
             if size == 0:
                 end = buf.find(b"\r\n\r\n", eol)  # skip trailers
-                if eol + 2 <= len(buf) and buf[eol:eol + 4] == b"\r\n\r\n":
+                if eol + 2 <= len(buf) and buf[eol : eol + 4] == b"\r\n\r\n":
                     return True, eol + 4
                 if end < 0:
                     return False, pos
                 return True, end + 4
             if len(buf) < eol + 2 + size + 2:
                 return False, pos
-            self.chunks.append(bytes(buf[eol + 2:eol + 2 + size]))
+            self.chunks.append(bytes(buf[eol + 2 : eol + 2 + size]))
             pos = eol + 2 + size + 2
 
     def _finish_response(self, body: bytes) -> None:
@@ -262,8 +268,18 @@ def _parse_head(head: bytes) -> tuple[int, int | None, bool, bool]:
 class Fetcher:
     """Download ``entries`` from ``base_url`` into ``out`` with ``jobs`` connections, verifying every file."""
 
-    def __init__(self, base_url: str, out: Path, entries: list[Entry], *, jobs: int = 4, depth: int = 32,
-                 retries: int = 5, timeout: float = 30.0, progress: bool = True) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        out: Path,
+        entries: list[Entry],
+        *,
+        jobs: int = 4,
+        depth: int = 32,
+        retries: int = 5,
+        timeout: float = 30.0,
+        progress: bool = True,
+    ) -> None:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise FetchError(f"not an http(s) URL: {base_url!r}; expected e.g. http://host:8080/")
@@ -290,10 +306,12 @@ class Fetcher:
 
     def request_for(self, path: str) -> bytes:
         target = quote(self.prefix + path, safe="/-._~")
-        return (f"GET {target} HTTP/1.1\r\nHost: {self.netloc}\r\n"
-                f"User-Agent: fileserver-fetch/{__version__}\r\n\r\n").encode("ascii")
+        return (
+            f"GET {target} HTTP/1.1\r\nHost: {self.netloc}\r\n"
+            f"User-Agent: fileserver-fetch/{__version__}\r\n\r\n"
+        ).encode("ascii")
 
-    # bookkeeping ----------------------------------------------------------------------------------------------
+    # bookkeeping --------------------------------------------------------------------------------
     def _settle(self, item: Item) -> None:
         item.done = True
         self.remaining -= 1
@@ -324,7 +342,9 @@ class Fetcher:
         if status == 200:
             digest = hashlib.sha256(body).hexdigest()
             if digest != item.entry.sha256:
-                self.result.mismatched[path] = f"sha256 {digest[:16]}... != manifest {item.entry.sha256[:16]}..."
+                self.result.mismatched[path] = (
+                    f"sha256 {digest[:16]}... != manifest {item.entry.sha256[:16]}..."
+                )
             else:
                 try:
                     self._write(path, body)
@@ -344,7 +364,7 @@ class Fetcher:
             self._settle(item)
 
     def connection_ended(self, conn: _Conn, why: str) -> None:
-        """Give unanswered requests back: after a clean close they go back as-is, else the head is penalised."""
+        """Give unanswered requests back: as-is after a clean close, else the head is penalised."""
         items = list(conn.inflight)
         conn.inflight.clear()
         if not items:
@@ -371,11 +391,11 @@ class Fetcher:
         try:
             view = memoryview(body)
             while view:
-                view = view[os.write(fd, view):]
+                view = view[os.write(fd, view) :]
         finally:
             os.close(fd)
 
-    # main loop ------------------------------------------------------------------------------------------------
+    # main loop --------------------------------------------------------------------------------
     def _already_present(self, entry: Entry) -> bool:
         dest = self.out / entry.path
         try:
@@ -398,9 +418,15 @@ class Fetcher:
                 continue
             try:
                 _, conn = await asyncio.wait_for(
-                    loop.create_connection(lambda: _Conn(self), self.host, self.port, ssl=ctx,
-                                           server_hostname=self.host if ctx else None),
-                    self.timeout)
+                    loop.create_connection(
+                        lambda: _Conn(self),
+                        self.host,
+                        self.port,
+                        ssl=ctx,
+                        server_hostname=self.host if ctx else None,
+                    ),
+                    self.timeout,
+                )
             except (OSError, asyncio.TimeoutError) as exc:
                 failures += 1
                 if failures > self.retries:
@@ -428,7 +454,7 @@ class Fetcher:
         return asyncio.run(self.run())
 
     async def run(self) -> Result:
-        """Resume-check local files, download the rest, and return a :class:`Result` (never raises per file)."""
+        """Resume-check local files, download the rest, return a :class:`Result` (never raises per file)."""
         start = time.perf_counter()
         self.out.mkdir(parents=True, exist_ok=True)
         self._out_real = os.path.realpath(self.out)
@@ -446,7 +472,9 @@ class Fetcher:
             self._bar = tqdm(total=len(todo), unit="file", desc="fetch", mininterval=0.25, leave=False)
         try:
             if todo:
-                workers = [asyncio.create_task(self._connection_loop()) for _ in range(min(self.jobs, len(todo)))]
+                workers = [
+                    asyncio.create_task(self._connection_loop()) for _ in range(min(self.jobs, len(todo)))
+                ]
                 dog = asyncio.create_task(self._watchdog())
                 await asyncio.gather(*workers)
                 dog.cancel()

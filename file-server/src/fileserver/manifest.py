@@ -1,4 +1,4 @@
-"""The manifest: ``SHA256SUMS`` (exactly what ``sha256sum -c`` reads) and ``manifest.json`` (path, size, sha256).
+"""The manifest: ``SHA256SUMS`` (exactly what ``sha256sum -c`` reads) and ``manifest.json``.
 
 Everything that turns a manifest line into a local path goes through :func:`check_relpath`, because the
 manifest may come from a server we do not control and a path such as ``../../.bashrc`` must never be written.
@@ -144,8 +144,9 @@ def walk_files(root: Path) -> Iterator[str]:
     download fail.
     """
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")
-                             and not os.path.islink(os.path.join(dirpath, d)))
+        dirnames[:] = sorted(
+            d for d in dirnames if not d.startswith(".") and not os.path.islink(os.path.join(dirpath, d))
+        )
         rel_dir = os.path.relpath(dirpath, root)
         for name in sorted(filenames):
             full = os.path.join(dirpath, name)
@@ -168,7 +169,7 @@ def build_entries(root: Path) -> list[Entry]:
 
 
 def write_manifests(root: Path, entries: list[Entry]) -> None:
-    """Write ``SHA256SUMS`` and ``manifest.json`` into ``root`` (world-readable, so nginx workers can serve them)."""
+    """Write ``SHA256SUMS`` and ``manifest.json`` into ``root``, world-readable for nginx workers."""
     entries = sorted(entries, key=lambda e: e.path)
     (root / SUMS_NAME).write_text(format_sums(entries), encoding="utf-8")
     doc = {

@@ -1,8 +1,8 @@
 """Run Debian's native nginx in the foreground from a folder-local prefix, with our one server config.
 
 The generated main conf only holds process-level settings (user, workers, pid, temp paths, error log) and
-``include``s ``nginx/fileserver.conf`` — the very file the container mounts — so that tests and CI exercise the
-same server behaviour users get from ``docker compose up``.
+``include``s ``nginx/fileserver.conf`` — the very file the container mounts — so that tests and CI
+exercise the same server behaviour users get from ``docker compose up``.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import signal
 import socket
 import stat
 import subprocess
+import sys
 import time
 import urllib.request
 from dataclasses import dataclass, field
@@ -21,7 +22,10 @@ from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 #: nginx/fileserver.conf of the source tree (editable install); an installed copy is shipped as package data
-_CANDIDATES = [PACKAGE_DIR.parent.parent / "nginx" / "fileserver.conf", PACKAGE_DIR / "data" / "fileserver.conf"]
+_CANDIDATES = [
+    PACKAGE_DIR.parent.parent / "nginx" / "fileserver.conf",
+    PACKAGE_DIR / "data" / "fileserver.conf",
+]
 HEALTH_BODY = b"fileserver ok\n"
 
 
@@ -38,8 +42,10 @@ def server_conf_path() -> Path:
 
 
 def nginx_binary() -> str:
-    """Path of the nginx executable (``$NGINX_BIN`` or PATH or /usr/sbin), with an install hint when absent."""
-    found = os.environ.get("NGINX_BIN") or shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/sbin")
+    """Path of the nginx executable (``$NGINX_BIN``, PATH, /usr/sbin), with an install hint."""
+    found = (
+        os.environ.get("NGINX_BIN") or shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/sbin")
+    )
     if not found:
         raise NginxError("nginx not found: install it with 'apt-get install -y nginx' (or run 'make demo')")
     return found
@@ -53,7 +59,7 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def _readable_by_others(root: Path) -> str | None:
-    """Return a reason if an unprivileged nginx worker could not read ``root`` (a folder of 0700 on the path)."""
+    """Return a reason if an unprivileged nginx worker could not read ``root`` (a 0700 folder on the path)."""
     p = root.resolve()
     for d in [p, *p.parents]:
         mode = d.stat().st_mode
@@ -118,15 +124,15 @@ class NativeNginx:
         if os.geteuid() == 0:
             reason = _readable_by_others(self.root)
             if reason:
-                raise NginxError(f"nginx workers (user nobody) cannot read the pool: {reason}; "
-                                 "put the pool under a world-readable folder")
+                raise NginxError(
+                    f"nginx workers (user nobody) cannot read the pool: {reason}; "
+                    "put the pool under a world-readable folder"
+                )
             user = _worker_user()
         conf_dir = self.prefix / "conf"
         shutil.copyfile(server_conf_path(), conf_dir / "fileserver.conf")
         (conf_dir / "fileserver-site.conf").write_text(
-            f"listen {self.host}:{self.port};\n"
-            f"root {self.root};\n"
-            f"access_log {self.access_log} fileserver;\n"
+            f"listen {self.host}:{self.port};\nroot {self.root};\naccess_log {self.access_log} fileserver;\n"
         )
         temp = self.prefix / "temp"
         main = conf_dir / "nginx.conf"
@@ -151,8 +157,17 @@ class NativeNginx:
     def command(self) -> list[str]:
         """The exact foreground command: ``nginx -p <prefix> -c <conf> -e <log> -g 'daemon off;'``."""
         main = self.prefix / "conf" / "nginx.conf"
-        cmd = [nginx_binary(), "-p", f"{self.prefix}/", "-c", str(main), "-e", str(self.error_log),
-               "-g", "daemon off;"]
+        cmd = [
+            nginx_binary(),
+            "-p",
+            f"{self.prefix}/",
+            "-c",
+            str(main),
+            "-e",
+            str(self.error_log),
+            "-g",
+            "daemon off;",
+        ]
         if self.netns:
             cmd = ["ip", "netns", "exec", self.netns, *cmd]
         return cmd
@@ -165,7 +180,7 @@ class NativeNginx:
             raise NginxError(f"nginx rejected the config: {res.stderr.strip()}")
 
     def start(self, timeout: float = 15.0) -> NativeNginx:
-        """Start nginx and wait until ``/healthz`` answers with our body (not just any server on that port)."""
+        """Start nginx and wait until ``/healthz`` answers with our body (not any server on the port)."""
         self.write_conf()
         self.check_config()
         self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, start_new_session=True)
@@ -183,9 +198,14 @@ class NativeNginx:
         raise NginxError(f"nginx did not answer on {self.url} within {timeout:.0f}s: {self._error_tail()}")
 
     def _netns_healthy(self) -> bool:
-        res = subprocess.run(["ip", "netns", "exec", self.netns or "", "curl", "-fsS", "-m", "2",
-                              f"{self.url}healthz"], capture_output=True)
-        return res.returncode == 0 and res.stdout == HEALTH_BODY
+        probe = (
+            "from fileserver.nginx import is_fileserver\n"
+            f"raise SystemExit(0 if is_fileserver({self.url!r}) else 1)"
+        )
+        res = subprocess.run(
+            ["ip", "netns", "exec", self.netns or "", sys.executable, "-c", probe], capture_output=True
+        )
+        return res.returncode == 0
 
     def _error_tail(self) -> str:
         try:

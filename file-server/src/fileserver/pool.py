@@ -79,7 +79,7 @@ def relpath_for(rng: random.Random, index: int) -> str:
 def generate(out: Path, count: int, seed: int = 0, progress: bool = False) -> list[Entry]:
     """Write ``count`` files plus ``SHA256SUMS`` and ``manifest.json`` into ``out`` and return the entries.
 
-    ``out`` must be empty, missing, or a pool written earlier by this function (it is then replaced), so that a
+    ``out`` must be empty, missing, or a pool written earlier by this function (then replaced), so that a
     typo in ``--out`` can never wipe someone's data.
     """
     if count < 1:
@@ -98,7 +98,9 @@ def _generate(out: Path, count: int, seed: int, progress: bool) -> list[Entry]:
             raise ValueError(f"{out} exists and is not a folder; choose another --out")
         if any(out.iterdir()):
             if not (out / MARKER).exists():
-                raise ValueError(f"{out} is not empty and was not made by 'fileserver pool'; choose an empty --out")
+                raise ValueError(
+                    f"{out} is not empty and was not made by 'fileserver pool'; choose an empty --out"
+                )
             shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     os.chmod(out, 0o755)
