@@ -33,6 +33,8 @@ import sysconfig
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -319,6 +321,43 @@ class NativeTriton:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+@contextmanager
+def triton_endpoint(
+    http_url: str | None = None,
+    grpc_url: str | None = None,
+    repository: Path = CPU_REPOSITORY,
+    log_dir: Path | None = None,
+    quiet: bool = False,
+) -> Iterator[tuple[str, str]]:
+    """(http host:port, grpc host:port) of a Triton to talk to, for the duration of a ``with`` block.
+
+    Given URLs are used as they are. Otherwise a server on the compose ports (127.0.0.1:8000/8001) is reused
+    if it really is Triton, and failing that the native server is started on free ports and stopped after:
+    so ``triton-compare`` and ``perf`` work with zero flags, with or without ``docker compose up``.
+    """
+    say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
+    if http_url:
+        host = http_url.split("://", 1)[-1].rsplit(":", 1)[0]
+        yield http_url.split("://", 1)[-1], grpc_url or f"{host}:{DEFAULT_GRPC_PORT}"
+        return
+    compose_http = f"127.0.0.1:{DEFAULT_HTTP_PORT}"
+    if is_triton(f"http://{compose_http}"):
+        say(f"using the Triton server already running at {compose_http} (compose or `make serve`)")
+        yield compose_http, grpc_url or f"127.0.0.1:{DEFAULT_GRPC_PORT}"
+        return
+    log = None
+    if log_dir is not None:
+        Path(log_dir).mkdir(parents=True, exist_ok=True)
+        log = Path(log_dir) / "tritonserver.log"
+    server = NativeTriton(Path(repository), log_file=log)
+    t0 = time.monotonic()
+    say(f"starting the native tritonserver (CPU) on {server.http_url} with {repository} ...")
+    with server:
+        say(f"tritonserver ready in {time.monotonic() - t0:.1f}s (log: {log or 'not kept'})")
+        yield server.http_url.removeprefix("http://"), server.grpc_url
+    say("tritonserver stopped")
 
 
 # ---------------------------------------------------------------------------------------------- CLI: serve
