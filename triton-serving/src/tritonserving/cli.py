@@ -20,7 +20,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "repo": ("repository", "generate the GPU and CPU Triton model repositories"),
     "drift": ("drift", "offline drift report: forms x forms embedding differences, cosine, retrieval overlap"),
     "serve": ("native_server", "run the real Triton (native, CPU) on the CPU repository in the foreground"),
-    "compare": ("compare", "compare the served forms: norms of embedding differences, cosine, top-10 overlap"),
+    "compare": ("compare", "compare the served forms: norms of embedding differences, cosine, top-10"),
 }
 
 
