@@ -21,6 +21,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "drift": ("drift", "offline drift report: forms x forms embedding differences, cosine, retrieval overlap"),
     "serve": ("native_server", "run the real Triton (native, CPU) on the CPU repository in the foreground"),
     "compare": ("compare", "compare the served forms: norms of embedding differences, cosine, top-10"),
+    "perf": ("perf", "perf_analyzer on every served form + in-process ONNX Runtime: CSV, table, plot"),
 }
 
 
