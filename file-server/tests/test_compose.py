@@ -40,8 +40,11 @@ def test_images_pinned_pool_read_only_healthcheck_port_from_env() -> None:
     assert mounts["/srv/pool"]["read_only"] is True
     assert mounts["/etc/nginx/conf.d/default.conf"]["read_only"] is True
     assert Path(mounts["/etc/nginx/conf.d/default.conf"]["source"]) == HERE / "nginx" / "fileserver.conf"
-    env = dict(line.split("=", 1) for line in (HERE / ".env.example").read_text().splitlines()
-               if line and not line.startswith("#"))
+    env = dict(
+        line.split("=", 1)
+        for line in (HERE / ".env.example").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
     assert nginx["ports"][0]["published"] == env["FILESERVER_PORT"]
     assert nginx["ports"][0]["target"] == 8080
 
@@ -80,6 +83,18 @@ def test_container_layout_passes_nginx_t(tmp_path: Path) -> None:
     (tmp_path / "conf.d" / "default.conf").write_bytes((HERE / "nginx" / "fileserver.conf").read_bytes())
     site = (HERE / "nginx" / "site-container.conf").read_text()
     (tmp_path / "fileserver-site.conf").write_text(site.replace("/var/log/nginx/", f"{tmp_path}/"))
-    res = subprocess.run([nginx_binary(), "-t", "-p", f"{tmp_path}/", "-c", str(tmp_path / "nginx.conf"),
-                          "-e", str(tmp_path / "error.log")], capture_output=True, text=True)
+    res = subprocess.run(
+        [
+            nginx_binary(),
+            "-t",
+            "-p",
+            f"{tmp_path}/",
+            "-c",
+            str(tmp_path / "nginx.conf"),
+            "-e",
+            str(tmp_path / "error.log"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert res.returncode == 0, res.stderr

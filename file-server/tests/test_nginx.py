@@ -68,7 +68,9 @@ def test_head_and_manifest_are_served(nginx: NativeNginx, pool: Path) -> None:
     assert json.loads(body)["count"] == 300
 
 
-@pytest.mark.parametrize("method", ["PUT", "POST", "DELETE", "PATCH", "OPTIONS", "MKCOL", "PROPFIND", "TRACE"])
+@pytest.mark.parametrize(
+    "method", ["PUT", "POST", "DELETE", "PATCH", "OPTIONS", "MKCOL", "PROPFIND", "TRACE"]
+)
 def test_only_get_and_head(nginx: NativeNginx, pool: Path, entries: list, method: str) -> None:
     e = entries[1]
     before = (pool / e.path).read_bytes()
@@ -82,8 +84,16 @@ def test_only_get_and_head(nginx: NativeNginx, pool: Path, entries: list, method
 
 @pytest.mark.parametrize(
     "target",
-    ["/.secret", "/%2esecret", "/.fileserver-pool", "/news/.hidden.txt", "/news/%2Ehidden.txt", "/_json/.secret",
-     "/.git/config", "/.env"],
+    [
+        "/.secret",
+        "/%2esecret",
+        "/.fileserver-pool",
+        "/news/.hidden.txt",
+        "/news/%2Ehidden.txt",
+        "/_json/.secret",
+        "/.git/config",
+        "/.env",
+    ],
 )
 def test_dotfiles_are_404(nginx: NativeNginx, target: str) -> None:
     status, _, body = raw(nginx, target)
@@ -147,11 +157,15 @@ def test_health_and_readable_access_log(nginx: NativeNginx, entries: list) -> No
     assert (status, body) == (200, b"fileserver ok\n")
     raw(nginx, "/" + entries[2].path)
     line = next(ln for ln in reversed(nginx.access_log.read_text().splitlines()) if entries[2].path in ln)
-    assert re.match(rf'^127\.0\.0\.1 \[[^]]+\] "GET /{re.escape(entries[2].path)} HTTP/1\.1" 200 \d+ [\d.]+s ', line)
+    assert re.match(
+        rf'^127\.0\.0\.1 \[[^]]+\] "GET /{re.escape(entries[2].path)} HTTP/1\.1" 200 \d+ [\d.]+s ', line
+    )
 
 
 def test_container_and_native_use_the_same_server_block(nginx: NativeNginx) -> None:
     here = Path(__file__).resolve().parent.parent
-    assert (nginx.prefix / "conf" / "fileserver.conf").read_bytes() == (here / "nginx" / "fileserver.conf").read_bytes()
+    assert (nginx.prefix / "conf" / "fileserver.conf").read_bytes() == (
+        here / "nginx" / "fileserver.conf"
+    ).read_bytes()
     compose = (here / "docker-compose.yaml").read_text()
     assert "./nginx/fileserver.conf:/etc/nginx/conf.d/default.conf:ro" in compose
