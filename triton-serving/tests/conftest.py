@@ -10,6 +10,7 @@ from __future__ import annotations
 import textwrap
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -70,5 +71,52 @@ def tiny_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerInfo
     server.start(timeout=120)
     try:
         yield ServerInfo(server.http_url, server.grpc_url, ["tiny"], native=server)
+    finally:
+        server.stop()
+
+
+# ---------------------------------------------------------------------------------- the real CPU repository
+def expected_cpu_forms() -> list[str]:
+    """The four forms of the CPU repository (names from the export side's in-process mapping)."""
+    from tritonserving.forms import TRITON_MODEL
+
+    return sorted(TRITON_MODEL)
+
+
+@pytest.fixture(scope="session")
+def cpu_repository() -> Path:
+    """build/repository-cpu, generated (with the export and the forms, all cached) if it is missing."""
+    repo = ns.CPU_REPOSITORY
+    if not all((repo / form / "config.pbtxt").exists() for form in expected_cpu_forms()):
+        from tritonserving.export import ensure_all
+
+        ensure_all(ns.BUILD)
+    return repo
+
+
+def _compose_server(forms: list[str]) -> ServerInfo | None:
+    """The compose-started server on 8000/8001, if it really is Triton and serves every form we test."""
+    http = f"http://127.0.0.1:{ns.DEFAULT_HTTP_PORT}"
+    if not ns.is_triton(http):
+        return None
+    ready = [f for f in forms if ns.http_get_json(f"{http}/v2/models/{f}/ready")[0] == 200]
+    if ready != forms:
+        return None
+    return ServerInfo(http, f"127.0.0.1:{ns.DEFAULT_GRPC_PORT}", forms)
+
+
+@pytest.fixture(scope="session")
+def triton(cpu_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerInfo]:
+    """The real Triton serving the CPU forms: reused from compose if there, else native on free ports."""
+    forms = expected_cpu_forms()
+    reused = _compose_server(forms)
+    if reused is not None:
+        yield reused
+        return
+    log = tmp_path_factory.mktemp("triton-log") / "tritonserver.log"
+    server = ns.NativeTriton(cpu_repository, log_file=log)
+    server.start(timeout=300)
+    try:
+        yield ServerInfo(server.http_url, server.grpc_url, forms, native=server)
     finally:
         server.stop()
