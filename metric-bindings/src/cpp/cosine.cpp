@@ -1,0 +1,524 @@
+// Implementation of cosine.hpp. See the header for the semantics; this file explains the "why" of the speed.
+//
+// Full matrix: the work is one GEMM (2 N M D flops). Norms cost a read of A and B; scaling costs a pass over
+// the N x M output. Two strategies, picked by size (Strategy::Auto, measured in bench/):
+//  * NormalizeFirst: when A and B are small next to the output (square-ish shapes), copy them with unit rows
+//    and run one GEMM: no pass over the output at all.
+//  * ScaleOutput: when the output is small next to the inputs (skinny shapes: few queries against many
+//    items), never copy B. Tiles of ~8 MiB of A and B: the norm pass brings a tile into cache, the GEMM reads it
+//    from there, and the tile of output is scaled right after, while it is still in cache. So B is read from
+//    memory about once, where numpy's normalise + matmul reads it three times and writes a normalised copy.
+#include "cosine.hpp"
+
+#include <algorithm>
+#include <cstdlib>
+#include <cmath>
+#include <limits>
+#include <sstream>
+#include <stdexcept>
+#include <thread>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "blas.hpp"
+
+namespace metric_bindings {
+namespace {
+
+constexpr std::int64_t kBlasMax = std::numeric_limits<int>::max();  // 32-bit BLAS integers
+constexpr std::size_t kTileBytes = std::size_t{8} << 20;               // one operand tile, L3-resident
+
+// ---------------------------------------------------------------- small helpers
+
+std::string shape(const char* name, std::int64_t r, std::int64_t c) {
+    std::ostringstream s;
+    s << name << " has shape (" << r << ", " << c << ")";
+    return s.str();
+}
+
+template <typename T>
+void check_view(const char* fn, const char* name, const MatrixView<T>& v) {
+    if (v.rows < 0 || v.cols < 0) {
+        throw std::invalid_argument(std::string(fn) + ": " + shape(name, v.rows, v.cols) +
+                                    ": dimensions must be >= 0");
+    }
+    if (v.rows > 0 && v.cols > 0 && v.data == nullptr) {
+        throw std::invalid_argument(std::string(fn) + ": " + name + " is a null pointer with a non-empty shape");
+    }
+    if (v.rows > kBlasMax || v.cols > kBlasMax) {
+        throw std::invalid_argument(std::string(fn) + ": " + shape(name, v.rows, v.cols) +
+                                    ": a dimension exceeds 2^31-1, the limit of a 32-bit BLAS");
+    }
+}
+
+template <typename T>
+void check_pair(const char* fn, const MatrixView<T>& a, const MatrixView<T>& b) {
+    check_view(fn, "A", a);
+    check_view(fn, "B", b);
+    if (a.cols != b.cols) {
+        std::ostringstream s;
+        s << fn << ": A has shape (" << a.rows << ", " << a.cols << ") and B has shape (" << b.rows << ", "
+          << b.cols << "): the number of columns D must match (" << a.cols << " != " << b.cols << ")";
+        throw std::invalid_argument(s.str());
+    }
+}
+
+/// Threads for our own passes (norms, scaling, row-wise, top-k selection); BLAS has its own setting.
+/// METRIC_BINDINGS_NUM_THREADS overrides the number of hardware threads.
+std::int64_t own_threads() {
+    if (const char* env = std::getenv("METRIC_BINDINGS_NUM_THREADS")) {
+        const long v = std::strtol(env, nullptr, 10);
+        if (v > 0) return v;
+    }
+    return std::max<std::int64_t>(1, static_cast<std::int64_t>(std::thread::hardware_concurrency()));
+}
+
+/// Runs f(begin, end) over [0, n) on up to hardware_concurrency threads, when each gets >= grain items.
+template <typename F>
+void parallel_for(std::int64_t n, std::int64_t grain, F&& f) {
+    static const std::int64_t hw = own_threads();
+    const std::int64_t nt = std::min<std::int64_t>(hw, std::max<std::int64_t>(1, n / std::max<std::int64_t>(1, grain)));
+    if (nt <= 1) {
+        f(std::int64_t{0}, n);
+        return;
+    }
+    std::vector<std::thread> threads;
+    threads.reserve(static_cast<std::size_t>(nt - 1));
+    const std::int64_t chunk = (n + nt - 1) / nt;
+    for (std::int64_t t = 1; t < nt; ++t) {
+        const std::int64_t b = t * chunk, e = std::min(n, b + chunk);
+        if (b < e) threads.emplace_back([&f, b, e] { f(b, e); });
+    }
+    f(std::int64_t{0}, std::min(n, chunk));
+    for (auto& th : threads) th.join();
+}
+
+// ---------------------------------------------------------------- BLAS operands
+
+/// A matrix as BLAS sees it: element (i, j) is ptr[i * ld + j] (row-major) or ptr[i + j * ld] (column-major).
+template <typename T>
+struct Operand {
+    const T* ptr = nullptr;
+    std::int64_t ld = 1;
+    bool col_major = false;
+    const T* row(std::int64_t i) const { return col_major ? ptr + i : ptr + i * ld; }
+};
+
+/// True (and fills op) when BLAS can read v in place: unit stride along one axis, a leading dimension along the
+/// other that is large enough and fits in a 32-bit int. A transposed C array is column-major: no copy.
+template <typename T>
+bool blas_layout(const MatrixView<T>& v, Operand<T>& op) {
+    const std::int64_t r = v.rows, c = v.cols, rs = v.row_stride, cs = v.col_stride;
+    if (c <= 1 || cs == 1) {  // row-major candidate
+        const std::int64_t ld = (r <= 1) ? std::max<std::int64_t>(c, 1) : rs;
+        if (ld >= std::max<std::int64_t>(c, 1) && ld <= kBlasMax) {
+            op = {v.data, ld, false};
+            return true;
+        }
+    }
+    if (r <= 1 || rs == 1) {  // column-major candidate
+        const std::int64_t ld = (c <= 1) ? std::max<std::int64_t>(r, 1) : cs;
+        if (ld >= std::max<std::int64_t>(r, 1) && ld <= kBlasMax) {
+            op = {v.data, ld, true};
+            return true;
+        }
+    }
+    return false;
+}
+
+/// Rows [r0, r1) of v as a BLAS operand: in place when possible, else copied (row-major) into buf.
+template <typename T>
+Operand<T> rows_operand(const MatrixView<T>& v, std::int64_t r0, std::int64_t r1, std::vector<T>& buf) {
+    Operand<T> op;
+    if (blas_layout(v, op)) {
+        op.ptr = op.row(r0);
+        return op;
+    }
+    const std::int64_t n = r1 - r0, d = v.cols;
+    buf.resize(static_cast<std::size_t>(n * d));
+    for (std::int64_t i = 0; i < n; ++i) {
+        const T* src = v.data + (r0 + i) * v.row_stride;
+        T* dst = buf.data() + i * d;
+        for (std::int64_t j = 0; j < d; ++j) dst[j] = src[j * v.col_stride];
+    }
+    return {buf.data(), std::max<std::int64_t>(d, 1), false};
+}
+
+template <typename T>
+T inverse_norm(double sum_sq) {
+    if (sum_sq == 0.0) return T(0);                                        // zero row -> similarity 0
+    if (std::isinf(sum_sq)) return std::numeric_limits<T>::quiet_NaN();  // overflow -> NaN, never a fake 0
+    return static_cast<T>(1.0 / std::sqrt(sum_sq));                      // NaN stays NaN
+}
+
+/// inv[i] = 1 / |row i| for the first n rows of op (d columns), accumulated in double (no float overflow).
+template <typename T>
+void inverse_norms(const Operand<T>& op, std::int64_t n, std::int64_t d, T* inv) {
+    if (n <= 0) return;
+    const std::int64_t grain = std::max<std::int64_t>(1, (std::int64_t{1} << 18) / std::max<std::int64_t>(d, 1));
+    if (!op.col_major) {
+        parallel_for(n, grain, [&](std::int64_t b, std::int64_t e) {
+            for (std::int64_t i = b; i < e; ++i) {
+                const T* x = op.ptr + i * op.ld;
+                double s = 0.0;
+#pragma omp simd reduction(+ : s)
+                for (std::int64_t j = 0; j < d; ++j) s += static_cast<double>(x[j]) * static_cast<double>(x[j]);
+                inv[i] = inverse_norm<T>(s);
+            }
+        });
+    } else {
+        parallel_for(n, std::max<std::int64_t>(grain, 64), [&](std::int64_t b, std::int64_t e) {
+            std::vector<double> acc(static_cast<std::size_t>(e - b), 0.0);
+            double* s = acc.data();
+            for (std::int64_t j = 0; j < d; ++j) {
+                const T* x = op.ptr + j * op.ld + b;
+#pragma omp simd
+                for (std::int64_t i = 0; i < e - b; ++i) s[i] += static_cast<double>(x[i]) * static_cast<double>(x[i]);
+            }
+            for (std::int64_t i = b; i < e; ++i) inv[i] = inverse_norm<T>(s[i - b]);
+        });
+    }
+}
+
+/// C (n x m, ldc) = A_rows (n x d) * B_rows (m x d)^T, one CBLAS call.
+template <typename T>
+void gemm_abt(const Operand<T>& a, const Operand<T>& b, std::int64_t n, std::int64_t m, std::int64_t d, T* c,
+              std::int64_t ldc) {
+    if (n == 0 || m == 0) return;
+    if (d == 0) {  // BLAS would not touch C with k = 0 and beta = 0 on every implementation: do it here
+        for (std::int64_t i = 0; i < n; ++i) std::fill(c + i * ldc, c + i * ldc + m, T(0));
+        return;
+    }
+    const auto ta = a.col_major ? CblasTrans : CblasNoTrans;
+    const auto tb = b.col_major ? CblasNoTrans : CblasTrans;
+    const int M = static_cast<int>(n), N = static_cast<int>(m), K = static_cast<int>(d);
+    const int lda = static_cast<int>(a.ld), ldb = static_cast<int>(b.ld), ldcc = static_cast<int>(ldc);
+    if constexpr (std::is_same_v<T, float>) {
+        MB_CBLAS(sgemm)(CblasRowMajor, ta, tb, M, N, K, 1.0f, a.ptr, lda, b.ptr, ldb, 0.0f, c, ldcc);
+    } else {
+        MB_CBLAS(dgemm)(CblasRowMajor, ta, tb, M, N, K, 1.0, a.ptr, lda, b.ptr, ldb, 0.0, c, ldcc);
+    }
+}
+
+/// c[i, j] *= ia[i] * ib[j] over an n x m tile.
+template <typename T>
+void scale_tile(T* c, std::int64_t ldc, std::int64_t n, std::int64_t m, const T* ia, const T* ib) {
+    parallel_for(n, std::max<std::int64_t>(1, (std::int64_t{1} << 17) / std::max<std::int64_t>(m, 1)),
+                 [&](std::int64_t b, std::int64_t e) {
+                     for (std::int64_t i = b; i < e; ++i) {
+                         T* row = c + i * ldc;
+                         const T s = ia[i];
+#pragma omp simd
+                         for (std::int64_t j = 0; j < m; ++j) row[j] = row[j] * s * ib[j];
+                     }
+                 });
+}
+
+template <typename T>
+std::int64_t tile_rows(std::int64_t d, std::int64_t total, std::size_t bytes = kTileBytes) {
+    const std::int64_t r = static_cast<std::int64_t>(bytes / (sizeof(T) * static_cast<std::size_t>(std::max<std::int64_t>(d, 1))));
+    return std::clamp<std::int64_t>(r, 1, std::max<std::int64_t>(total, 1));
+}
+
+/// A copy of v with unit rows (row-major, packed).
+template <typename T>
+std::vector<T> normalized_copy(const MatrixView<T>& v) {
+    const std::int64_t n = v.rows, d = v.cols;
+    std::vector<T> out(static_cast<std::size_t>(n * d));
+    std::vector<T> inv(static_cast<std::size_t>(n));
+    std::vector<T> scratch;
+    const Operand<T> op = rows_operand(v, 0, n, scratch);
+    inverse_norms(op, n, d, inv.data());
+    parallel_for(n, std::max<std::int64_t>(1, (std::int64_t{1} << 16) / std::max<std::int64_t>(d, 1)),
+                 [&](std::int64_t b, std::int64_t e) {
+                     for (std::int64_t i = b; i < e; ++i) {
+                         T* dst = out.data() + i * d;
+                         const T s = inv[i];
+                         if (!op.col_major) {
+                             const T* src = op.ptr + i * op.ld;
+#pragma omp simd
+                             for (std::int64_t j = 0; j < d; ++j) dst[j] = src[j] * s;
+                         } else {
+                             for (std::int64_t j = 0; j < d; ++j) dst[j] = op.ptr[i + j * op.ld] * s;
+                         }
+                     }
+                 });
+    return out;
+}
+
+// ---------------------------------------------------------------- paired
+
+template <typename T>
+T finish_pair(T dot, T na, T nb) {
+    if (std::isnan(dot) || std::isnan(na) || std::isnan(nb)) return std::numeric_limits<T>::quiet_NaN();
+    if (std::isinf(na) || std::isinf(nb)) return std::numeric_limits<T>::quiet_NaN();
+    if (na == T(0) || nb == T(0)) return T(0);
+    return static_cast<T>(static_cast<double>(dot) /
+                          (std::sqrt(static_cast<double>(na)) * std::sqrt(static_cast<double>(nb))));
+}
+
+// ---------------------------------------------------------------- top-k
+
+/// Ranking used by top-k: NaN above every number (so that it propagates visibly), then larger value, then
+/// smaller index (deterministic ties).
+template <typename T>
+inline bool better(T v1, std::int64_t i1, T v2, std::int64_t i2) {
+    const bool n1 = std::isnan(v1), n2 = std::isnan(v2);
+    if (n1 != n2) return n1;
+    if (!n1 && v1 != v2) return v1 > v2;
+    return i1 < i2;
+}
+
+/// Min-heap (root = worst kept) stored in the output row itself.
+template <typename T>
+void sift_down(T* v, std::int64_t* idx, std::int64_t size, std::int64_t pos) {
+    for (;;) {
+        std::int64_t l = 2 * pos + 1, worst = pos;
+        if (l < size && better(v[worst], idx[worst], v[l], idx[l])) worst = l;
+        if (l + 1 < size && better(v[worst], idx[worst], v[l + 1], idx[l + 1])) worst = l + 1;
+        if (worst == pos) return;
+        std::swap(v[pos], v[worst]);
+        std::swap(idx[pos], idx[worst]);
+        pos = worst;
+    }
+}
+
+template <typename T>
+void sift_up(T* v, std::int64_t* idx, std::int64_t pos) {
+    while (pos > 0) {
+        const std::int64_t parent = (pos - 1) / 2;
+        if (!better(v[parent], idx[parent], v[pos], idx[pos])) return;
+        std::swap(v[pos], v[parent]);
+        std::swap(idx[pos], idx[parent]);
+        pos = parent;
+    }
+}
+
+}  // namespace
+
+// ================================================================ public API
+
+Strategy choose_strategy(std::int64_t n, std::int64_t m, std::int64_t d) {
+    // Normalising copies cost ~2 (N + M) D memory traffic; scaling the output costs ~2 N M (in cache, so less).
+    const double copies = static_cast<double>(n + m) * static_cast<double>(d);
+    const double output = static_cast<double>(n) * static_cast<double>(m);
+    return copies < output ? Strategy::NormalizeFirst : Strategy::ScaleOutput;
+}
+
+template <typename T>
+void cosine_similarity(const MatrixView<T>& a, const MatrixView<T>& b, T* out, std::int64_t ldo, Strategy strategy) {
+    static constexpr const char* fn = "cosine_similarity";
+    check_pair(fn, a, b);
+    const std::int64_t n = a.rows, m = b.rows, d = a.cols;
+    if (n == 0 || m == 0) return;
+    if (out == nullptr || ldo < m || ldo > kBlasMax) {
+        std::ostringstream s;
+        s << fn << ": output must be a non-null (" << n << ", " << m << ") buffer with leading dimension >= " << m
+          << " (got " << ldo << ")";
+        throw std::invalid_argument(s.str());
+    }
+    if (strategy == Strategy::Auto) strategy = choose_strategy(n, m, d);
+
+    if (strategy == Strategy::NormalizeFirst) {
+        const std::vector<T> an = normalized_copy(a);
+        const std::vector<T> bn = normalized_copy(b);
+        const std::int64_t ld = std::max<std::int64_t>(d, 1);
+        gemm_abt(Operand<T>{an.data(), ld, false}, Operand<T>{bn.data(), ld, false}, n, m, d, out, ldo);
+        return;
+    }
+
+    // ScaleOutput, tiled so that each tile of A and B is read from memory about once.
+    const std::int64_t nb = tile_rows<T>(d, n), mb = tile_rows<T>(d, m);
+    std::vector<T> inv_a(static_cast<std::size_t>(nb)), inv_b(static_cast<std::size_t>(m));
+    std::vector<T> buf_a, buf_b;
+    for (std::int64_t i0 = 0; i0 < n; i0 += nb) {
+        const std::int64_t i1 = std::min(n, i0 + nb);
+        const Operand<T> opa = rows_operand(a, i0, i1, buf_a);
+        inverse_norms(opa, i1 - i0, d, inv_a.data());
+        for (std::int64_t j0 = 0; j0 < m; j0 += mb) {
+            const std::int64_t j1 = std::min(m, j0 + mb);
+            const Operand<T> opb = rows_operand(b, j0, j1, buf_b);
+            if (i0 == 0) inverse_norms(opb, j1 - j0, d, inv_b.data() + j0);
+            T* tile = out + i0 * ldo + j0;
+            gemm_abt(opa, opb, i1 - i0, j1 - j0, d, tile, ldo);
+            scale_tile(tile, ldo, i1 - i0, j1 - j0, inv_a.data(), inv_b.data() + j0);
+        }
+    }
+}
+
+template <typename T>
+void paired_cosine_similarity(const MatrixView<T>& a, const MatrixView<T>& b, T* out, std::int64_t out_stride) {
+    static constexpr const char* fn = "paired_cosine_similarity";
+    check_pair(fn, a, b);
+    if (a.rows != b.rows) {
+        std::ostringstream s;
+        s << fn << ": A has shape (" << a.rows << ", " << a.cols << ") and B has shape (" << b.rows << ", " << b.cols
+          << "): row-wise pairs need the same number of rows N (" << a.rows << " != " << b.rows << ")";
+        throw std::invalid_argument(s.str());
+    }
+    const std::int64_t n = a.rows, d = a.cols;
+    if (n == 0) return;
+    if (out == nullptr) throw std::invalid_argument(std::string(fn) + ": output is a null pointer");
+    const std::int64_t grain = std::max<std::int64_t>(1, (std::int64_t{1} << 18) / std::max<std::int64_t>(d, 1));
+    if (a.col_stride == 1 && b.col_stride == 1) {  // rows contiguous: one fused, vectorised pass per row
+        parallel_for(n, grain, [&](std::int64_t lo, std::int64_t hi) {
+            for (std::int64_t i = lo; i < hi; ++i) {
+                const T* x = a.data + i * a.row_stride;
+                const T* y = b.data + i * b.row_stride;
+                T dot = 0, na = 0, nb = 0;
+#pragma omp simd reduction(+ : dot, na, nb)
+                for (std::int64_t j = 0; j < d; ++j) {
+                    dot += x[j] * y[j];
+                    na += x[j] * x[j];
+                    nb += y[j] * y[j];
+                }
+                out[i * out_stride] = finish_pair(dot, na, nb);
+            }
+        });
+        return;
+    }
+    // Any other strides (e.g. Fortran order): walk 256 rows at a time column by column, so that the inner loop
+    // runs along the rows (unit stride for Fortran order) and still reads each element once.
+    parallel_for(n, std::max<std::int64_t>(grain, 256), [&](std::int64_t lo, std::int64_t hi) {
+        constexpr std::int64_t kRows = 256;
+        T dot[kRows], na[kRows], nb[kRows];
+        for (std::int64_t r0 = lo; r0 < hi; r0 += kRows) {
+            const std::int64_t cnt = std::min(kRows, hi - r0);
+            std::fill(dot, dot + cnt, T(0));
+            std::fill(na, na + cnt, T(0));
+            std::fill(nb, nb + cnt, T(0));
+            for (std::int64_t j = 0; j < d; ++j) {
+                const T* x = a.data + r0 * a.row_stride + j * a.col_stride;
+                const T* y = b.data + r0 * b.row_stride + j * b.col_stride;
+                for (std::int64_t i = 0; i < cnt; ++i) {
+                    const T xv = x[i * a.row_stride], yv = y[i * b.row_stride];
+                    dot[i] += xv * yv;
+                    na[i] += xv * xv;
+                    nb[i] += yv * yv;
+                }
+            }
+            for (std::int64_t i = 0; i < cnt; ++i) out[(r0 + i) * out_stride] = finish_pair(dot[i], na[i], nb[i]);
+        }
+    });
+}
+
+template <typename T>
+void topk_cosine(const MatrixView<T>& a, const MatrixView<T>& b, std::int64_t k, T* values, std::int64_t* indices,
+                 std::size_t memory_budget) {
+    static constexpr const char* fn = "topk_cosine";
+    check_pair(fn, a, b);
+    const std::int64_t n = a.rows, m = b.rows, d = a.cols;
+    if (n == 0 || m == 0) return;
+    if (k < 1 || k > m) {
+        std::ostringstream s;
+        s << fn << ": k=" << k << " is out of range: B has shape (" << m << ", " << d << "), so k must be in [1, "
+          << m << "]";
+        throw std::invalid_argument(s.str());
+    }
+    if (values == nullptr || indices == nullptr) throw std::invalid_argument(std::string(fn) + ": null output");
+
+    Operand<T> probe;
+    const bool copy_a = !blas_layout(a, probe), copy_b = !blas_layout(b, probe);
+    const std::size_t sz = sizeof(T), dd = static_cast<std::size_t>(std::max<std::int64_t>(d, 1));
+    const std::size_t budget = std::max<std::size_t>(memory_budget, std::size_t{1} << 16);
+    // B tile: at most a quarter of the budget (and ~8 MiB so that it stays in cache).
+    const std::int64_t mb = tile_rows<T>(d, m, std::min(kTileBytes, budget / 4));
+    const std::size_t used_b = static_cast<std::size_t>(mb) * (copy_b ? dd * sz : 0) + static_cast<std::size_t>(mb) * sz;
+    // A tile: the rest pays for the scratch scores (nb x mb) and, if A needs a copy, its rows.
+    const std::size_t per_row = static_cast<std::size_t>(mb) * sz + (copy_a ? dd * sz : 0) + sz;
+    const std::size_t rest = budget > used_b ? budget - used_b : per_row;
+    const std::int64_t nb = std::clamp<std::int64_t>(static_cast<std::int64_t>(rest / per_row), 1, n);
+
+    std::vector<T> scores(static_cast<std::size_t>(nb * mb)), inv_a(static_cast<std::size_t>(nb)),
+        inv_b(static_cast<std::size_t>(mb));
+    std::vector<T> buf_a, buf_b;
+    std::int64_t filled = 0;  // every row has seen the same candidates, so one fill count serves them all
+    for (std::int64_t j0 = 0; j0 < m; j0 += mb) {
+        const std::int64_t j1 = std::min(m, j0 + mb), cols = j1 - j0;
+        const Operand<T> opb = rows_operand(b, j0, j1, buf_b);
+        inverse_norms(opb, cols, d, inv_b.data());
+        for (std::int64_t i0 = 0; i0 < n; i0 += nb) {
+            const std::int64_t i1 = std::min(n, i0 + nb), rows = i1 - i0;
+            const Operand<T> opa = rows_operand(a, i0, i1, buf_a);
+            inverse_norms(opa, rows, d, inv_a.data());
+            gemm_abt(opa, opb, rows, cols, d, scores.data(), cols);
+            parallel_for(rows, std::max<std::int64_t>(1, (std::int64_t{1} << 15) / cols),
+                         [&](std::int64_t lo, std::int64_t hi) {
+                             for (std::int64_t r = lo; r < hi; ++r) {
+                                 T* hv = values + (i0 + r) * k;
+                                 std::int64_t* hi_ = indices + (i0 + r) * k;
+                                 const T* srow = scores.data() + r * cols;
+                                 const T sa = inv_a[r];
+                                 std::int64_t size = filled;
+                                 for (std::int64_t j = 0; j < cols; ++j) {
+                                     const T v = srow[j] * sa * inv_b[j];
+                                     const std::int64_t idx = j0 + j;
+                                     if (size < k) {
+                                         hv[size] = v;
+                                         hi_[size] = idx;
+                                         sift_up(hv, hi_, size);
+                                         ++size;
+                                     } else if (better(v, idx, hv[0], hi_[0])) {
+                                         hv[0] = v;
+                                         hi_[0] = idx;
+                                         sift_down(hv, hi_, k, 0);
+                                     }
+                                 }
+                             }
+                         });
+        }
+        filled = std::min<std::int64_t>(k, filled + cols);
+    }
+    // Sort every row best first: pop the heap (root = worst) from the back.
+    parallel_for(n, std::max<std::int64_t>(1, 4096 / k), [&](std::int64_t lo, std::int64_t hi) {
+        for (std::int64_t r = lo; r < hi; ++r) {
+            T* hv = values + r * k;
+            std::int64_t* hi_ = indices + r * k;
+            for (std::int64_t size = k; size > 1; --size) {
+                std::swap(hv[0], hv[size - 1]);
+                std::swap(hi_[0], hi_[size - 1]);
+                sift_down(hv, hi_, size - 1, 0);
+            }
+        }
+    });
+}
+
+template <typename T>
+void gemm_nt(const MatrixView<T>& a, const MatrixView<T>& b, T* c, std::int64_t ldc) {
+    check_pair("gemm_nt", a, b);
+    if (a.rows == 0 || b.rows == 0) return;
+    if (c == nullptr || ldc < b.rows) throw std::invalid_argument("gemm_nt: bad output buffer");
+    std::vector<T> ba, bb;
+    gemm_abt(rows_operand(a, 0, a.rows, ba), rows_operand(b, 0, b.rows, bb), a.rows, b.rows, a.cols, c, ldc);
+}
+
+template <typename T>
+bool blas_compatible(const MatrixView<T>& v) {
+    Operand<T> op;
+    return blas_layout(v, op);
+}
+
+std::string blas_info() {
+#if defined(METRIC_BINDINGS_SCIPY_OPENBLAS)
+    std::ostringstream s;
+    s << "scipy-openblas32 (" << scipy_openblas_get_config() << "; core " << scipy_openblas_get_corename()
+      << "; threads " << scipy_openblas_get_num_threads() << ")";
+    return s.str();
+#else
+    return std::string("system BLAS: ") + METRIC_BINDINGS_BLAS_DESCRIPTION;
+#endif
+}
+
+#define MB_INSTANTIATE(T)                                                                                     \
+    template void cosine_similarity<T>(const MatrixView<T>&, const MatrixView<T>&, T*, std::int64_t, Strategy); \
+    template void paired_cosine_similarity<T>(const MatrixView<T>&, const MatrixView<T>&, T*, std::int64_t);     \
+    template void topk_cosine<T>(const MatrixView<T>&, const MatrixView<T>&, std::int64_t, T*, std::int64_t*,    \
+                                 std::size_t);                                                                 \
+    template void gemm_nt<T>(const MatrixView<T>&, const MatrixView<T>&, T*, std::int64_t);                      \
+    template bool blas_compatible<T>(const MatrixView<T>&);
+
+MB_INSTANTIATE(float)
+MB_INSTANTIATE(double)
+
+}  // namespace metric_bindings

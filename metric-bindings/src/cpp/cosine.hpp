@@ -1,0 +1,75 @@
+// metric_bindings: cosine similarity on CBLAS. Pure C++17, no Python: usable from any C++ program.
+//
+// Semantics (identical for float and double):
+//  * cos(a, b) = <a, b> / (|a| |b|). A row whose norm is 0 gives similarity 0 (scikit-learn's convention),
+//    never a division by zero.
+//  * NaN propagates: a row holding a NaN gives NaN similarities. A row whose norm overflows (inf) gives NaN.
+//  * Results lie in [-1, 1] up to a few units of rounding; they are not clamped.
+//  * Inputs are read through MatrixView (any element strides, even negative or 0). A view that BLAS can use
+//    directly (row-major or column-major with a leading dimension) is never copied; anything else is copied
+//    once into a contiguous buffer.
+//  * Invalid arguments throw std::invalid_argument with a message that names the shapes.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+namespace metric_bindings {
+
+/// Read-only 2-D view: element (i, j) is data[i * row_stride + j * col_stride] (strides in elements).
+template <typename T>
+struct MatrixView {
+    const T* data = nullptr;
+    std::int64_t rows = 0;
+    std::int64_t cols = 0;
+    std::int64_t row_stride = 0;
+    std::int64_t col_stride = 1;
+
+    /// A C-contiguous (row-major, packed) matrix.
+    static MatrixView row_major(const T* d, std::int64_t r, std::int64_t c) { return {d, r, c, c, 1}; }
+    /// A Fortran-ordered (column-major, packed) matrix.
+    static MatrixView col_major(const T* d, std::int64_t r, std::int64_t c) { return {d, r, c, 1, r}; }
+};
+
+/// How cosine_similarity applies the norms (both give the same numbers up to rounding).
+enum class Strategy {
+    Auto,           ///< NormalizeFirst when the normalised copies are small next to the output, else ScaleOutput
+    NormalizeFirst, ///< copy A and B with unit rows, then one GEMM (no pass over the output)
+    ScaleOutput,    ///< GEMM on the raw inputs, tile by tile, scaling each tile while it is in cache (no copy of B)
+};
+
+/// Default bound on the extra memory topk_cosine allocates besides its outputs (64 MiB).
+inline constexpr std::size_t kDefaultTopkBudget = std::size_t{64} << 20;
+
+/// out (N x M, row-major, leading dimension ldo >= M) = cosine similarities of the rows of a (N x D) and b (M x D).
+template <typename T>
+void cosine_similarity(const MatrixView<T>& a, const MatrixView<T>& b, T* out, std::int64_t ldo,
+                       Strategy strategy = Strategy::Auto);
+
+/// out[i * out_stride] = cos(a_i, b_i) for a and b both N x D: one fused, vectorised pass over both inputs.
+template <typename T>
+void paired_cosine_similarity(const MatrixView<T>& a, const MatrixView<T>& b, T* out, std::int64_t out_stride = 1);
+
+/// For each row of a, the k most similar rows of b: values and indices (both N x k, row-major, packed), sorted
+/// by decreasing similarity (NaN first, ties by increasing index). B is processed in blocks so that the extra
+/// memory stays below memory_budget whatever M is. Requires 1 <= k <= M unless N or M is 0.
+template <typename T>
+void topk_cosine(const MatrixView<T>& a, const MatrixView<T>& b, std::int64_t k, T* values, std::int64_t* indices,
+                 std::size_t memory_budget = kDefaultTopkBudget);
+
+/// Plain C = A B^T (N x M, ldc) through the same BLAS: the yardstick the benchmarks compare against.
+template <typename T>
+void gemm_nt(const MatrixView<T>& a, const MatrixView<T>& b, T* c, std::int64_t ldc);
+
+/// True when BLAS can read v in place (row- or column-major with a leading dimension): no copy is made.
+template <typename T>
+bool blas_compatible(const MatrixView<T>& v);
+
+/// Which BLAS this build calls (name, configuration, core type, threads), for logs and benchmarks.
+std::string blas_info();
+
+/// The strategy Auto picks for these sizes (exposed so that tests and benchmarks can report it).
+Strategy choose_strategy(std::int64_t n, std::int64_t m, std::int64_t d);
+
+}  // namespace metric_bindings

@@ -1,0 +1,211 @@
+// nanobind module metric_bindings._core: converts arrays, checks what only the binding can check (output
+// buffers, strategy names), releases the GIL and calls the C++ core. No numerics here.
+//
+// Inputs arrive as nb::ndarray views with their real strides (numpy arrays of any order, CPU torch tensors via
+// DLPack): nothing is copied here; the core copies only when BLAS cannot read the layout. The Python layer
+// (metric_bindings/_api.py) has already turned other dtypes into float32/float64, so every argument is marked
+// noconvert: nanobind never makes a silent copy, least of all of an `out` buffer.
+#include <nanobind/nanobind.h>
+#include <nanobind/ndarray.h>
+#include <nanobind/stl/optional.h>
+#include <nanobind/stl/pair.h>
+#include <nanobind/stl/string.h>
+
+#include <cstdint>
+#include <optional>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+
+#include "cosine.hpp"
+
+namespace nb = nanobind;
+using namespace nb::literals;
+namespace mb = metric_bindings;
+
+namespace {
+
+template <typename T>
+using In = nb::ndarray<const T, nb::ndim<2>, nb::device::cpu>;
+template <typename T>
+using Out2 = nb::ndarray<T, nb::ndim<2>, nb::device::cpu>;
+template <typename T>
+using Out1 = nb::ndarray<T, nb::ndim<1>, nb::device::cpu>;
+template <typename T>
+using Np2 = nb::ndarray<nb::numpy, T, nb::ndim<2>>;
+template <typename T>
+using Np1 = nb::ndarray<nb::numpy, T, nb::ndim<1>>;
+
+template <typename T>
+mb::MatrixView<T> view(const In<T>& x) {
+    return {x.data(), static_cast<std::int64_t>(x.shape(0)), static_cast<std::int64_t>(x.shape(1)),
+            static_cast<std::int64_t>(x.stride(0)), static_cast<std::int64_t>(x.stride(1))};
+}
+
+/// A new numpy array that owns a heap buffer (freed when Python drops the array).
+template <typename T, std::size_t Dim>
+nb::ndarray<nb::numpy, T, nb::ndim<Dim>> new_array(std::initializer_list<std::size_t> shape_) {
+    std::size_t count = 1;
+    for (auto s : shape_) count *= s;
+    T* data = new T[count == 0 ? 1 : count];
+    nb::capsule owner(data, [](void* p) noexcept { delete[] static_cast<T*>(p); });
+    return nb::ndarray<nb::numpy, T, nb::ndim<Dim>>(data, shape_, owner);
+}
+
+std::string shape_str(std::int64_t r, std::int64_t c) {
+    std::ostringstream s;
+    s << "(" << r << ", " << c << ")";
+    return s.str();
+}
+
+mb::Strategy parse_strategy(const std::string& s) {
+    if (s == "auto") return mb::Strategy::Auto;
+    if (s == "normalize") return mb::Strategy::NormalizeFirst;
+    if (s == "scale") return mb::Strategy::ScaleOutput;
+    throw std::invalid_argument("strategy must be 'auto', 'normalize' or 'scale', not '" + s + "'");
+}
+
+const char* strategy_name(mb::Strategy s) {
+    switch (s) {
+        case mb::Strategy::NormalizeFirst: return "normalize";
+        case mb::Strategy::ScaleOutput: return "scale";
+        default: return "auto";
+    }
+}
+
+template <typename T>
+Np2<T> cosine(In<T> a, In<T> b, std::optional<Out2<T>> out, const std::string& strategy) {
+    const auto av = view(a), bv = view(b);
+    const mb::Strategy st = parse_strategy(strategy);
+    if (av.cols != bv.cols) {  // let the core say it, with shapes, before an out check could hide it
+        nb::gil_scoped_release release;
+        mb::cosine_similarity(av, bv, static_cast<T*>(nullptr), 0, st);
+    }
+    const std::int64_t n = av.rows, m = bv.rows;
+    if (out) {
+        const std::int64_t on = out->shape(0), om = out->shape(1);
+        if (on != n || om != m)
+            throw std::invalid_argument("cosine_similarity: out has shape " + shape_str(on, om) + " but the result has shape " +
+                                        shape_str(n, m) + " (A " + shape_str(n, av.cols) + ", B " + shape_str(m, bv.cols) + ")");
+        if (n > 0 && m > 0 && (m > 1 && out->stride(1) != 1))
+            throw std::invalid_argument("cosine_similarity: out must have unit stride along its last axis (C order rows)");
+        const std::int64_t ldo = n > 1 ? static_cast<std::int64_t>(out->stride(0)) : m;
+        if (n > 0 && m > 0 && ldo < m)
+            throw std::invalid_argument("cosine_similarity: out rows overlap (row stride " + std::to_string(ldo) + " < " +
+                                        std::to_string(m) + ")");
+        {
+            nb::gil_scoped_release release;
+            mb::cosine_similarity(av, bv, out->data(), ldo, st);
+        }
+        return Np2<T>(*out);  // same buffer, kept alive by the caller's array
+    }
+    auto res = new_array<T, 2>({static_cast<std::size_t>(n), static_cast<std::size_t>(m)});
+    {
+        nb::gil_scoped_release release;
+        mb::cosine_similarity(av, bv, res.data(), m, st);
+    }
+    return res;
+}
+
+template <typename T>
+Np1<T> paired(In<T> a, In<T> b, std::optional<Out1<T>> out) {
+    const auto av = view(a), bv = view(b);
+    const std::int64_t n = av.rows;
+    if (av.cols != bv.cols || av.rows != bv.rows) {
+        nb::gil_scoped_release release;
+        mb::paired_cosine_similarity(av, bv, static_cast<T*>(nullptr));
+    }
+    if (out) {
+        if (static_cast<std::int64_t>(out->shape(0)) != n)
+            throw std::invalid_argument("paired_cosine_similarity: out has shape (" + std::to_string(out->shape(0)) +
+                                        ",) but the result has shape (" + std::to_string(n) + ",)");
+        const std::int64_t st = static_cast<std::int64_t>(out->stride(0));
+        if (n > 1 && st == 0) throw std::invalid_argument("paired_cosine_similarity: out has stride 0");
+        {
+            nb::gil_scoped_release release;
+            mb::paired_cosine_similarity(av, bv, out->data(), st);
+        }
+        return Np1<T>(*out);
+    }
+    auto res = new_array<T, 1>({static_cast<std::size_t>(n)});
+    {
+        nb::gil_scoped_release release;
+        mb::paired_cosine_similarity(av, bv, res.data(), 1);
+    }
+    return res;
+}
+
+template <typename T>
+std::pair<Np2<T>, Np2<std::int64_t>> topk(In<T> a, In<T> b, std::int64_t k, std::size_t memory_budget) {
+    const auto av = view(a), bv = view(b);
+    const std::int64_t n = av.rows, m = bv.rows;
+    if (k < 0 || (m > 0 && n > 0 && k > m) || av.cols != bv.cols || (k == 0 && n > 0 && m > 0)) {
+        nb::gil_scoped_release release;  // the core raises the message with the shapes
+        mb::topk_cosine(av, bv, k, static_cast<T*>(nullptr), static_cast<std::int64_t*>(nullptr), memory_budget);
+    }
+    const std::int64_t kk = (n == 0 || m == 0) ? std::min<std::int64_t>(k, m) : k;
+    auto vals = new_array<T, 2>({static_cast<std::size_t>(n), static_cast<std::size_t>(kk)});
+    auto idx = new_array<std::int64_t, 2>({static_cast<std::size_t>(n), static_cast<std::size_t>(kk)});
+    {
+        nb::gil_scoped_release release;
+        mb::topk_cosine(av, bv, k, vals.data(), idx.data(), memory_budget);
+    }
+    return {vals, idx};
+}
+
+template <typename T>
+Np2<T> gemm(In<T> a, In<T> b, std::optional<Out2<T>> out) {
+    const auto av = view(a), bv = view(b);
+    const std::int64_t n = av.rows, m = bv.rows;
+    if (av.cols != bv.cols) {
+        nb::gil_scoped_release release;
+        mb::gemm_nt(av, bv, static_cast<T*>(nullptr), 0);
+    }
+    if (out) {
+        if (static_cast<std::int64_t>(out->shape(0)) != n || static_cast<std::int64_t>(out->shape(1)) != m ||
+            (m > 1 && out->stride(1) != 1) || (n > 1 && static_cast<std::int64_t>(out->stride(0)) < m))
+            throw std::invalid_argument("gemm_nt: out must be a C-ordered " + shape_str(n, m) + " array");
+        {
+            nb::gil_scoped_release release;
+            mb::gemm_nt(av, bv, out->data(), n > 1 ? static_cast<std::int64_t>(out->stride(0)) : m);
+        }
+        return Np2<T>(*out);  // same buffer, kept alive by the caller's array
+    }
+    auto res = new_array<T, 2>({static_cast<std::size_t>(n), static_cast<std::size_t>(m)});
+    {
+        nb::gil_scoped_release release;
+        mb::gemm_nt(av, bv, res.data(), m);
+    }
+    return res;
+}
+
+template <typename T>
+void register_dtype(nb::module_& m) {
+    m.def("cosine_similarity", &cosine<T>, "a"_a.noconvert(), "b"_a.noconvert(), "out"_a.noconvert() = nb::none(),
+          "strategy"_a = "auto",
+          "Cosine similarities of the rows of a (N, D) and b (M, D) as an (N, M) array (float32 or float64).");
+    m.def("paired_cosine_similarity", &paired<T>, "a"_a.noconvert(), "b"_a.noconvert(),
+          "out"_a.noconvert() = nb::none(), "Row-wise cos(a[i], b[i]) of two (N, D) arrays as an (N,) array.");
+    m.def("topk_cosine", &topk<T>, "a"_a.noconvert(), "b"_a.noconvert(), "k"_a,
+          "memory_budget"_a = mb::kDefaultTopkBudget,
+          "For each row of a, the k most similar rows of b: (values (N, k), indices (N, k) int64), best first.");
+    m.def("gemm_nt", &gemm<T>, "a"_a.noconvert(), "b"_a.noconvert(), "out"_a.noconvert() = nb::none(),
+          "Plain a @ b.T through the same BLAS (the benchmarks' yardstick).");
+    m.def(
+        "blas_compatible", [](In<T> a) { return mb::blas_compatible(view(a)); }, "a"_a.noconvert(),
+        "True when BLAS reads this array in place (no copy): row- or column-major with a leading dimension.");
+}
+
+}  // namespace
+
+NB_MODULE(_core, m) {
+    m.doc() = "C++/CBLAS cosine-similarity kernels (use the wrappers in metric_bindings, which convert dtypes).";
+    register_dtype<float>(m);
+    register_dtype<double>(m);
+    m.def("blas_info", &mb::blas_info, "Which BLAS this build calls: name, configuration, core type, threads.");
+    m.def(
+        "choose_strategy",
+        [](std::int64_t n, std::int64_t mm, std::int64_t d) { return std::string(strategy_name(mb::choose_strategy(n, mm, d))); },
+        "n"_a, "m"_a, "d"_a, "The strategy ('normalize' or 'scale') that strategy='auto' picks for these sizes.");
+    m.attr("DEFAULT_TOPK_BUDGET") = mb::kDefaultTopkBudget;
+}

@@ -1,0 +1,199 @@
+"""Python face of the C++ kernels: turns whatever the caller passes into float32/float64 arrays, checks what
+numpy knows best (dtype kinds, dimensions, aliasing of ``out``) and calls ``metric_bindings._core``.
+
+Why a Python layer at all: dtype promotion (int, float16, bool, torch tensors, lists) is numpy's job and
+are easy to get wrong in C++; by the time ``_core`` is called, arrays are float32/float64 views with their
+original strides (no copy), and everything else -- shapes, D mismatch, k range, the computation -- is checked
+and
+done in C++ with the GIL released.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from typing import Any, Literal
+
+import numpy as np
+
+
+def _preload_openblas() -> None:
+    """Load scipy-openblas32's library globally before the extension, so that ``_core`` finds it even when its
+    rpath does not point at it (editable installs, unusual site-packages layouts)."""
+    try:
+        import scipy_openblas32
+    except ImportError:  # built against a system BLAS
+        return
+    from pathlib import Path
+
+    lib = Path(scipy_openblas32.get_lib_dir()) / scipy_openblas32.get_library(fullname=True)
+    if lib.exists():
+        ctypes.CDLL(str(lib), mode=ctypes.RTLD_GLOBAL)
+
+
+_preload_openblas()
+
+from metric_bindings import _core  # noqa: E402
+
+DEFAULT_TOPK_BUDGET: int = int(_core.DEFAULT_TOPK_BUDGET)
+Strategy = Literal["auto", "normalize", "scale"]
+
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _to_numpy(x: Any, name: str, fn: str) -> np.ndarray:
+    """Any array-like as a numpy array, sharing memory when possible (torch CPU tensors go through DLPack)."""
+    if isinstance(x, np.ndarray):
+        return x
+    mod = type(x).__module__
+    if mod.startswith("torch"):
+        t = x.detach() if getattr(x, "requires_grad", False) else x
+        if t.device.type != "cpu":
+            raise ValueError(
+                f"{fn}: {name} is a torch tensor on device '{t.device}'; move it to the CPU (.cpu())"
+            )
+        if t.is_complex():
+            raise TypeError(f"{fn}: {name} has complex dtype {t.dtype}; cosine similarity needs real numbers")
+        try:
+            return np.from_dlpack(t)
+        except (TypeError, RuntimeError, BufferError):  # e.g. bfloat16, which numpy has no type for
+            return t.float().numpy()
+    try:
+        return np.asarray(x)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"{fn}: {name} cannot be read as an array ({e})") from None
+
+
+def _check_kind(x: np.ndarray, name: str, fn: str) -> None:
+    if x.dtype.kind not in "biuf":
+        what = {
+            "c": "complex",
+            "O": "object",
+            "U": "str",
+            "S": "bytes",
+            "V": "structured",
+            "M": "datetime",
+            "m": "timedelta",
+        }.get(x.dtype.kind, x.dtype.kind)
+        raise TypeError(
+            f"{fn}: {name} has {what} dtype {x.dtype} (shape {x.shape}); cosine similarity needs "
+            "real numbers "
+            "(float32/float64, or ints/bools/float16 which are converted)"
+        )
+    if x.ndim != 2:
+        raise ValueError(
+            f"{fn}: {name} must be 2-D (rows, D) but has shape {x.shape}; "
+            "reshape a single vector with x.reshape(1, -1)"
+        )
+
+
+def _result_dtype(a: np.ndarray, b: np.ndarray) -> np.dtype:
+    """float64 if either input is float64 (or wider), else float32 (numpy's rule for floats)."""
+    wide = any(x.dtype.kind == "f" and x.dtype.itemsize >= 8 for x in (a, b))
+    return np.dtype(np.float64) if wide else np.dtype(np.float32)
+
+
+def _prepare(a: Any, b: Any, fn: str) -> tuple[np.ndarray, np.ndarray, np.dtype]:
+    a_ = _to_numpy(a, "A", fn)
+    b_ = _to_numpy(b, "B", fn)
+    _check_kind(a_, "A", fn)
+    _check_kind(b_, "B", fn)
+    dt = _result_dtype(a_, b_)
+    # astype(copy=False) keeps the strides of an array that already has the dtype: no copy for float inputs.
+    return a_.astype(dt, copy=False), b_.astype(dt, copy=False), dt
+
+
+def _check_out(out: Any, dt: np.dtype, shape: tuple[int, ...], fn: str, *inputs: np.ndarray) -> np.ndarray:
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"{fn}: out must be a numpy array, not {type(out).__name__}")
+    if out.dtype != dt:
+        raise TypeError(
+            f"{fn}: out has dtype {out.dtype} but the result is {dt} (float64 if an input is float64)"
+        )
+    if out.shape != shape:
+        raise ValueError(f"{fn}: out has shape {out.shape} but the result has shape {shape}")
+    if not out.flags.writeable:
+        raise ValueError(f"{fn}: out is read-only")
+    for x in inputs:
+        if np.may_share_memory(out, x):
+            raise ValueError(f"{fn}: out overlaps an input; pass a separate buffer")
+    return out
+
+
+def cosine_similarity(
+    a: Any, b: Any, *, out: np.ndarray | None = None, strategy: Strategy = "auto"
+) -> np.ndarray:
+    """Cosine similarities between the rows of ``a`` (N, D) and ``b`` (M, D): an (N, M) array.
+
+    float64 if either input is float64, else float32. Zero rows give 0, NaN propagates. ``out`` (a C-ordered
+    (N, M) array of the result dtype, rows may be padded) is filled and returned instead of a new array, so a
+    loop can reuse one buffer. ``strategy`` is for benchmarks: ``"normalize"`` copies A and B with unit rows
+    then runs one GEMM; ``"scale"`` runs the GEMM on the raw inputs and scales the output tile by tile
+    (no copy
+    of B); ``"auto"`` picks by size.
+    """
+    fn = "cosine_similarity"
+    a_, b_, dt = _prepare(a, b, fn)
+    if out is not None:
+        _check_out(out, dt, (a_.shape[0], b_.shape[0]), fn, a_, b_)
+        _core.cosine_similarity(a_, b_, out, strategy)
+        return out
+    return _core.cosine_similarity(a_, b_, None, strategy)
+
+
+def paired_cosine_similarity(a: Any, b: Any, *, out: np.ndarray | None = None) -> np.ndarray:
+    """Row-wise cos(a[i], b[i]) for two (N, D) inputs: an (N,) array, in one fused pass over both inputs."""
+    fn = "paired_cosine_similarity"
+    a_, b_, dt = _prepare(a, b, fn)
+    if out is not None:
+        _check_out(out, dt, (a_.shape[0],), fn, a_, b_)
+        _core.paired_cosine_similarity(a_, b_, out)
+        return out
+    return _core.paired_cosine_similarity(a_, b_, None)
+
+
+def topk_cosine(
+    a: Any, b: Any, k: int, *, memory_budget: int = DEFAULT_TOPK_BUDGET
+) -> tuple[np.ndarray, np.ndarray]:
+    """For each row of ``a`` (N, D), the ``k`` rows of ``b`` (M, D) with the highest cosine similarity.
+
+    Returns ``(values, indices)``, both (N, k), best first (ties: smaller index first; NaN ranks first so that
+    it is seen). ``b`` is processed in blocks, so the extra memory stays under ``memory_budget`` bytes
+    (64 MiB by
+    default) whatever M is. Requires 1 <= k <= M; an empty A or B gives empty results.
+    """
+    fn = "topk_cosine"
+    a_, b_, _ = _prepare(a, b, fn)
+    if isinstance(k, bool) or not isinstance(k, int | np.integer):
+        raise TypeError(f"{fn}: k must be an int, not {type(k).__name__}")
+    k = int(k)
+    if a_.shape[0] and b_.shape[0] and not 1 <= k <= b_.shape[0]:
+        raise ValueError(
+            f"{fn}: k={k} is out of range: B has shape {b_.shape}, so k must be in [1, {b_.shape[0]}]"
+        )
+    if k < 0:
+        raise ValueError(f"{fn}: k={k} is out of range: k must be >= 1")
+    if memory_budget <= 0:
+        raise ValueError(f"{fn}: memory_budget must be > 0 bytes, got {memory_budget}")
+    values, indices = _core.topk_cosine(a_, b_, k, int(memory_budget))
+    return values, indices
+
+
+def blas_info() -> str:
+    """Which BLAS the extension calls (library, build configuration, CPU core type, threads)."""
+    return str(_core.blas_info())
+
+
+def choose_strategy(n: int, m: int, d: int) -> str:
+    """The strategy (``"normalize"`` or ``"scale"``) that ``strategy="auto"`` uses for these sizes."""
+    return str(_core.choose_strategy(n, m, d))
+
+
+__all__ = [
+    "DEFAULT_TOPK_BUDGET",
+    "_FLOATS",
+    "blas_info",
+    "choose_strategy",
+    "cosine_similarity",
+    "paired_cosine_similarity",
+    "topk_cosine",
+]

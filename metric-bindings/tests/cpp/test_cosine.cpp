@@ -1,0 +1,193 @@
+// Unit tests of the C++ core alone (no Python): compared with a naive double-precision reference.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <algorithm>
+#include <cstdint>
+#include <string>
+#include <tuple>
+#include <limits>
+#include <random>
+#include <stdexcept>
+#include <vector>
+
+#include "cosine.hpp"
+
+namespace mb = metric_bindings;
+
+namespace {
+
+template <typename T>
+std::vector<T> random_matrix(std::int64_t r, std::int64_t c, unsigned seed) {
+    std::mt19937 gen(seed);
+    std::normal_distribution<double> dist(0.0, 1.0);
+    std::vector<T> v(static_cast<std::size_t>(r * c));
+    for (auto& x : v) x = static_cast<T>(dist(gen));
+    return v;
+}
+
+template <typename T>
+double ref_cos(const mb::MatrixView<T>& a, std::int64_t i, const mb::MatrixView<T>& b, std::int64_t j) {
+    double dot = 0, na = 0, nb = 0;
+    for (std::int64_t k = 0; k < a.cols; ++k) {
+        const double x = a.data[i * a.row_stride + k * a.col_stride];
+        const double y = b.data[j * b.row_stride + k * b.col_stride];
+        dot += x * y;
+        na += x * x;
+        nb += y * y;
+    }
+    if (na == 0 || nb == 0) return 0.0;
+    return dot / (std::sqrt(na) * std::sqrt(nb));
+}
+
+template <typename T>
+constexpr double tol() {
+    return std::is_same_v<T, float> ? 2e-5 : 1e-12;
+}
+
+template <typename T>
+void expect_matrix(const mb::MatrixView<T>& a, const mb::MatrixView<T>& b, mb::Strategy s) {
+    std::vector<T> out(static_cast<std::size_t>(a.rows * b.rows));
+    mb::cosine_similarity(a, b, out.data(), b.rows, s);
+    for (std::int64_t i = 0; i < a.rows; ++i)
+        for (std::int64_t j = 0; j < b.rows; ++j)
+            ASSERT_NEAR(out[i * b.rows + j], ref_cos(a, i, b, j), tol<T>()) << "i=" << i << " j=" << j;
+}
+
+template <typename T>
+class Typed : public ::testing::Test {};
+using Types = ::testing::Types<float, double>;
+TYPED_TEST_SUITE(Typed, Types);
+
+}  // namespace
+
+TYPED_TEST(Typed, MatrixMatchesReferenceForBothStrategies) {
+    using T = TypeParam;
+    for (auto [n, m, d] : {std::tuple{1, 1, 1}, {3, 5, 7}, {17, 1, 33}, {64, 129, 65}}) {
+        auto av = random_matrix<T>(n, d, 1), bv = random_matrix<T>(m, d, 2);
+        auto a = mb::MatrixView<T>::row_major(av.data(), n, d), b = mb::MatrixView<T>::row_major(bv.data(), m, d);
+        for (auto s : {mb::Strategy::Auto, mb::Strategy::NormalizeFirst, mb::Strategy::ScaleOutput})
+            expect_matrix(a, b, s);
+    }
+}
+
+TYPED_TEST(Typed, ColumnMajorAndStridedViews) {
+    using T = TypeParam;
+    const std::int64_t n = 9, m = 11, d = 6;
+    auto av = random_matrix<T>(n, d, 3), bv = random_matrix<T>(m, 2 * d, 4);
+    auto a = mb::MatrixView<T>::col_major(av.data(), n, d);              // a transposed C array: no copy
+    mb::MatrixView<T> b{bv.data(), m, d, 2 * d, 2};                        // every other column: copied
+    EXPECT_TRUE(mb::blas_compatible(a));
+    EXPECT_FALSE(mb::blas_compatible(b));
+    mb::MatrixView<T> padded{bv.data(), m, d, 2 * d, 1};                   // row-major with a leading dimension
+    EXPECT_TRUE(mb::blas_compatible(padded));
+    mb::MatrixView<T> reversed{av.data() + (n - 1), n, d, -1, n};          // negative stride: copied
+    EXPECT_FALSE(mb::blas_compatible(reversed));
+    for (auto s : {mb::Strategy::NormalizeFirst, mb::Strategy::ScaleOutput}) {
+        expect_matrix(a, b, s);
+        expect_matrix(padded, a, s);
+        expect_matrix(reversed, padded, s);
+    }
+}
+
+TYPED_TEST(Typed, ZeroRowsGiveZeroAndNanPropagates) {
+    using T = TypeParam;
+    std::vector<T> av = {0, 0, 0, 1, 2, 3}, bv = {1, 1, 1, std::numeric_limits<T>::quiet_NaN(), 0, 0};
+    auto a = mb::MatrixView<T>::row_major(av.data(), 2, 3), b = mb::MatrixView<T>::row_major(bv.data(), 2, 3);
+    for (auto s : {mb::Strategy::NormalizeFirst, mb::Strategy::ScaleOutput}) {
+        std::vector<T> out(4, T(-7));
+        mb::cosine_similarity(a, b, out.data(), 2, s);
+        EXPECT_EQ(out[0], T(0));
+        EXPECT_TRUE(std::isnan(out[1]));
+        EXPECT_NEAR(out[2], 6.0 / std::sqrt(14.0 * 3.0), tol<T>());
+        EXPECT_TRUE(std::isnan(out[3]));
+    }
+    std::vector<T> p(2);
+    mb::paired_cosine_similarity(a, b, p.data());
+    EXPECT_EQ(p[0], T(0));
+    EXPECT_TRUE(std::isnan(p[1]));
+}
+
+TYPED_TEST(Typed, PairedMatchesReferenceRowAndColumnMajor) {
+    using T = TypeParam;
+    const std::int64_t n = 300, d = 37;
+    auto av = random_matrix<T>(n, d, 5), bv = random_matrix<T>(n, d, 6);
+    for (bool fortran : {false, true}) {
+        auto a = fortran ? mb::MatrixView<T>::col_major(av.data(), n, d) : mb::MatrixView<T>::row_major(av.data(), n, d);
+        auto b = mb::MatrixView<T>::row_major(bv.data(), n, d);
+        std::vector<T> out(static_cast<std::size_t>(2 * n));
+        mb::paired_cosine_similarity(a, b, out.data(), 2);  // strided output
+        for (std::int64_t i = 0; i < n; ++i) ASSERT_NEAR(out[2 * i], ref_cos(a, i, b, i), tol<T>());
+    }
+}
+
+TYPED_TEST(Typed, TopkMatchesSortedFullMatrixAndHonoursTinyBudget) {
+    using T = TypeParam;
+    const std::int64_t n = 7, m = 1000, d = 16, k = 5;
+    auto av = random_matrix<T>(n, d, 7), bv = random_matrix<T>(m, d, 8);
+    auto a = mb::MatrixView<T>::row_major(av.data(), n, d), b = mb::MatrixView<T>::row_major(bv.data(), m, d);
+    std::vector<T> full(static_cast<std::size_t>(n * m));
+    mb::cosine_similarity(a, b, full.data(), m);
+    for (std::size_t budget : {mb::kDefaultTopkBudget, std::size_t{1}}) {  // 1 byte: smallest blocks, many of them
+        std::vector<T> vals(static_cast<std::size_t>(n * k));
+        std::vector<std::int64_t> idx(static_cast<std::size_t>(n * k));
+        mb::topk_cosine(a, b, k, vals.data(), idx.data(), budget);
+        for (std::int64_t i = 0; i < n; ++i) {
+            std::vector<std::int64_t> order(static_cast<std::size_t>(m));
+            for (std::int64_t j = 0; j < m; ++j) order[j] = j;
+            std::stable_sort(order.begin(), order.end(),
+                             [&](auto x, auto y) { return full[i * m + x] > full[i * m + y]; });
+            for (std::int64_t r = 0; r < k; ++r) {
+                EXPECT_EQ(idx[i * k + r], order[r]) << "row " << i << " rank " << r;
+                EXPECT_NEAR(vals[i * k + r], full[i * m + order[r]], tol<T>());
+            }
+        }
+    }
+}
+
+TEST(Core, TopkRanksNanFirstAndBreaksTiesByIndex) {
+    std::vector<float> av = {1, 0}, bv = {1, 0, 1, 0, std::nanf(""), 0, 0, 1};
+    auto a = mb::MatrixView<float>::row_major(av.data(), 1, 2), b = mb::MatrixView<float>::row_major(bv.data(), 4, 2);
+    std::vector<float> vals(4);
+    std::vector<std::int64_t> idx(4);
+    mb::topk_cosine(a, b, 4, vals.data(), idx.data());
+    EXPECT_TRUE(std::isnan(vals[0]));
+    EXPECT_EQ(idx[0], 2);
+    EXPECT_EQ(idx[1], 0);
+    EXPECT_EQ(idx[2], 1);
+    EXPECT_EQ(idx[3], 3);
+    EXPECT_FLOAT_EQ(vals[3], 0.0f);
+}
+
+TEST(Core, BadArgumentsThrowWithShapes) {
+    std::vector<float> x(12);
+    auto a = mb::MatrixView<float>::row_major(x.data(), 3, 4), b = mb::MatrixView<float>::row_major(x.data(), 2, 6);
+    std::vector<float> out(100);
+    std::vector<std::int64_t> idx(100);
+    try {
+        mb::cosine_similarity(a, b, out.data(), 2);
+        FAIL() << "no exception";
+    } catch (const std::invalid_argument& e) {
+        EXPECT_NE(std::string(e.what()).find("(3, 4)"), std::string::npos) << e.what();
+        EXPECT_NE(std::string(e.what()).find("(2, 6)"), std::string::npos) << e.what();
+    }
+    auto b4 = mb::MatrixView<float>::row_major(x.data(), 3, 4);
+    EXPECT_THROW(mb::topk_cosine(a, b4, 0, out.data(), idx.data()), std::invalid_argument);
+    EXPECT_THROW(mb::topk_cosine(a, b4, 4, out.data(), idx.data()), std::invalid_argument);
+    EXPECT_THROW(mb::paired_cosine_similarity(a, mb::MatrixView<float>::row_major(x.data(), 2, 4), out.data()),
+                 std::invalid_argument);
+    EXPECT_THROW(mb::cosine_similarity(a, b4, out.data(), 1), std::invalid_argument);  // ldo < M
+}
+
+TEST(Core, EmptyInputsAreNoOps) {
+    std::vector<double> x(4, 1.0);
+    auto a = mb::MatrixView<double>::row_major(x.data(), 0, 4), b = mb::MatrixView<double>::row_major(x.data(), 1, 4);
+    EXPECT_NO_THROW(mb::cosine_similarity(a, b, static_cast<double*>(nullptr), 0));
+    EXPECT_NO_THROW(mb::topk_cosine(b, a, 3, static_cast<double*>(nullptr), nullptr));
+    std::vector<double> out(1, -1);
+    auto z = mb::MatrixView<double>::row_major(x.data(), 1, 0);  // D = 0: every norm is 0, so similarity 0
+    mb::cosine_similarity(z, z, out.data(), 1);
+    EXPECT_EQ(out[0], 0.0);
+}
+
+TEST(Core, BlasInfoNamesTheLibrary) { EXPECT_FALSE(mb::blas_info().empty()); }

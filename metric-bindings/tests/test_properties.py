@@ -1,0 +1,204 @@
+"""Property tests against the float64 numpy reference: random shapes (1, odd, empty), memory layouts (C, F,
+transposed, sliced, reversed, broadcast), dtypes; symmetry, scale invariance, bounds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import reference, tolerance
+from hypothesis import assume, given
+from hypothesis import strategies as st
+
+import metric_bindings as mb
+from metric_bindings import _core
+
+LAYOUTS = ["C", "F", "transposed", "sliced", "reversed", "padded", "broadcast"]
+DTYPES = [np.float32, np.float64, np.int32, np.float16, np.int64, np.uint8]
+
+
+def make(rng: np.random.Generator, n: int, d: int, layout: str, dtype: type, zero_row: bool) -> np.ndarray:
+    """An (n, d) array of small decimal values (no underflow) with the given memory layout."""
+    base = (rng.integers(-1000, 1001, size=(n, d)) / 100.0).astype(np.float64)
+    if dtype in (np.uint8,):
+        base = np.abs(base)
+    if zero_row and n:
+        base[rng.integers(n)] = 0
+    base = base.astype(dtype)
+    if layout == "C":
+        return np.ascontiguousarray(base)
+    if layout == "F":
+        return np.asfortranarray(base)
+    if layout == "transposed":
+        return np.ascontiguousarray(base.T).T
+    if layout == "sliced":
+        big = np.zeros((2 * n + 1, 3 * d + 2), dtype=dtype)
+        big[1::2, 2 : 3 * d + 2 : 3] = base
+        return big[1::2, 2 : 3 * d + 2 : 3]
+    if layout == "reversed":
+        return np.ascontiguousarray(base[::-1, ::-1])[::-1, ::-1]
+    if layout == "padded":
+        big = np.zeros((n, d + 5), dtype=dtype)
+        big[:, :d] = base
+        return big[:, :d]
+    if layout == "broadcast":
+        return np.broadcast_to(base[:1] if n else base, (n, d))
+    raise AssertionError(layout)
+
+
+sizes = st.sampled_from([0, 1, 2, 3, 5, 7, 16, 31, 64, 97])
+dims = st.sampled_from([1, 2, 3, 7, 8, 33, 64, 129])
+
+
+@given(
+    n=sizes,
+    m=sizes,
+    d=dims,
+    la=st.sampled_from(LAYOUTS),
+    lb=st.sampled_from(LAYOUTS),
+    da=st.sampled_from(DTYPES),
+    db=st.sampled_from(DTYPES),
+    zero=st.booleans(),
+    seed=st.integers(0, 2**32 - 1),
+    strategy=st.sampled_from(["auto", "normalize", "scale"]),
+)
+def test_matrix_matches_reference(n, m, d, la, lb, da, db, zero, seed, strategy):
+    rng = np.random.default_rng(seed)
+    a, b = make(rng, n, d, la, da, zero), make(rng, m, d, lb, db, False)
+    got = mb.cosine_similarity(a, b, strategy=strategy)
+    expected_dtype = np.float64 if np.float64 in (da, db) else np.float32  # ints, float16 -> float32
+    assert got.dtype == expected_dtype and got.shape == (n, m)
+    assert isinstance(got, np.ndarray) and got.flags.c_contiguous and got.flags.writeable
+    np.testing.assert_allclose(
+        got, reference(a.astype(got.dtype), b.astype(got.dtype)), atol=tolerance(got.dtype)
+    )
+
+
+@given(
+    n=sizes,
+    d=dims,
+    la=st.sampled_from(LAYOUTS),
+    lb=st.sampled_from(LAYOUTS),
+    dt=st.sampled_from([np.float32, np.float64]),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_paired_matches_reference(n, d, la, lb, dt, seed):
+    rng = np.random.default_rng(seed)
+    a, b = make(rng, n, d, la, dt, True), make(rng, n, d, lb, dt, False)
+    got = mb.paired_cosine_similarity(a, b)
+    assert got.shape == (n,) and got.dtype == dt
+    np.testing.assert_allclose(got, np.diagonal(reference(a, b)), atol=tolerance(dt))
+
+
+@given(
+    n=st.sampled_from([1, 2, 5, 17]),
+    m=st.sampled_from([1, 3, 8, 50, 301]),
+    d=dims,
+    la=st.sampled_from(LAYOUTS),
+    lb=st.sampled_from(LAYOUTS),
+    dt=st.sampled_from([np.float32, np.float64]),
+    budget=st.sampled_from([1, 4096, mb.DEFAULT_TOPK_BUDGET]),
+    data=st.data(),
+)
+def test_topk_matches_sorted_reference(n, m, d, la, lb, dt, budget, data):
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    # continuous values: ties (ordered by index) are unlikely to straddle float rounding
+    a = make(rng, n, d, la, dt, False) + rng.standard_normal((n, d)).astype(dt)
+    b = make(rng, m, d, lb, dt, False) + rng.standard_normal((m, d)).astype(dt)
+    k = data.draw(st.integers(1, m))
+    vals, idx = mb.topk_cosine(a, b, k, memory_budget=budget)
+    full = reference(a, b)
+    assert vals.shape == idx.shape == (n, k) and idx.dtype == np.int64 and vals.dtype == dt
+    np.testing.assert_allclose(vals, np.sort(full, axis=1)[:, ::-1][:, :k], atol=tolerance(dt))
+    np.testing.assert_allclose(np.take_along_axis(full, idx, axis=1), vals, atol=tolerance(dt))
+    assert all(len(set(row)) == k for row in idx.tolist())
+
+
+@given(n=sizes, m=sizes, d=dims, seed=st.integers(0, 2**32 - 1), dt=st.sampled_from([np.float32, np.float64]))
+def test_symmetry_and_bounds(n, m, d, seed, dt):
+    rng = np.random.default_rng(seed)
+    a, b = make(rng, n, d, "C", dt, True), make(rng, m, d, "F", dt, True)
+    ab, ba = mb.cosine_similarity(a, b), mb.cosine_similarity(b, a)
+    np.testing.assert_allclose(ab, ba.T, atol=tolerance(dt))
+    eps = 8 * np.finfo(dt).eps
+    assert np.all(ab <= 1 + eps) and np.all(ab >= -1 - eps)
+
+
+@given(
+    n=st.sampled_from([1, 3, 16]),
+    m=st.sampled_from([1, 5, 40]),
+    d=dims,
+    seed=st.integers(0, 2**32 - 1),
+    sa=st.sampled_from([1e-3, 0.5, 7.0, 1e3]),
+    sb=st.sampled_from([1e-2, 3.0, 1e4]),
+)
+def test_scale_invariance(n, m, d, seed, sa, sb):
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal((n, d))
+    b = rng.standard_normal((m, d))
+    assume(np.all(np.linalg.norm(a, axis=1) > 1e-3) and np.all(np.linalg.norm(b, axis=1) > 1e-3))
+    np.testing.assert_allclose(mb.cosine_similarity(sa * a, sb * b), mb.cosine_similarity(a, b), atol=1e-12)
+    np.testing.assert_allclose(mb.paired_cosine_similarity(sa * a, sa * a), np.ones(n), atol=1e-12)
+
+
+def test_transposed_and_fortran_inputs_need_no_copy():
+    x = np.ones((30, 8), dtype=np.float32)
+    assert _core.blas_compatible(x)
+    assert _core.blas_compatible(np.ascontiguousarray(x.T).T)  # a transposed C array is column-major for BLAS
+    assert _core.blas_compatible(np.asfortranarray(x))
+    assert _core.blas_compatible(np.zeros((30, 20), np.float32)[:, 3:11])  # padded rows: a leading dimension
+    assert not _core.blas_compatible(x[:, ::2])
+    assert not _core.blas_compatible(x[::-1])
+
+
+def test_zero_rows_give_zero_and_nan_propagates():
+    a = np.array([[0.0, 0.0], [1.0, np.nan], [3.0, 4.0]], dtype=np.float32)
+    b = np.array([[1.0, 0.0], [0.0, 0.0]], dtype=np.float32)
+    for strategy in ("normalize", "scale"):
+        got = mb.cosine_similarity(a, b, strategy=strategy)
+        assert got[0, 0] == 0 and got[0, 1] == 0
+        assert np.isnan(got[1]).all()
+        assert got[2, 0] == pytest.approx(0.6) and got[2, 1] == 0
+    p = mb.paired_cosine_similarity(a[:2], b)
+    assert p[0] == 0 and np.isnan(p[1])
+
+
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
+def test_out_buffer_is_filled_and_returned(dt):
+    rng = np.random.default_rng(1)
+    a, b = rng.standard_normal((6, 9)).astype(dt), rng.standard_normal((4, 9)).astype(dt)
+    out = np.full((6, 4), -5, dtype=dt)
+    res = mb.cosine_similarity(a, b, out=out)
+    assert res is out
+    np.testing.assert_allclose(out, reference(a, b), atol=tolerance(dt))
+    padded = np.zeros((6, 10), dtype=dt)
+    mb.cosine_similarity(a, b, out=padded[:, :4])  # rows padded: written through the leading dimension
+    np.testing.assert_allclose(padded[:, :4], reference(a, b), atol=tolerance(dt))
+    assert not padded[:, 4:].any()
+    pout = np.zeros(4, dtype=dt)
+    assert mb.paired_cosine_similarity(a[:4], b, out=pout) is pout
+    np.testing.assert_allclose(pout, np.diagonal(reference(a[:4], b)), atol=tolerance(dt))
+
+
+def test_dtype_rules():
+    i = np.arange(12, dtype=np.int64).reshape(3, 4)
+    f32 = np.ones((2, 4), np.float32)
+    assert mb.cosine_similarity(i, f32).dtype == np.float32
+    assert mb.cosine_similarity(i, f32.astype(np.float64)).dtype == np.float64
+    assert mb.cosine_similarity(i.astype(np.float16), i.astype(bool)).dtype == np.float32
+    assert mb.cosine_similarity([[1, 2]], [[2, 4]]).tolist() == [[pytest.approx(1.0)]]
+
+
+@pytest.mark.parametrize("shape_a,shape_b", [((0, 5), (3, 5)), ((3, 5), (0, 5)), ((0, 5), (0, 5))])
+def test_empty_inputs_give_empty_results(shape_a, shape_b):
+    a, b = np.ones(shape_a, np.float32), np.ones(shape_b, np.float32)
+    assert mb.cosine_similarity(a, b).shape == (shape_a[0], shape_b[0])
+    vals, idx = mb.topk_cosine(a, b, 1)
+    assert vals.shape[0] == shape_a[0] and vals.size == 0 and idx.size == 0
+    if shape_a[0] == shape_b[0]:
+        assert mb.paired_cosine_similarity(a, b).shape == (0,)
+
+
+def test_blas_info_and_strategy_choice():
+    assert "openblas" in mb.blas_info().lower() or "blas" in mb.blas_info().lower()
+    assert mb.choose_strategy(4096, 4096, 512) == "normalize"
+    assert mb.choose_strategy(1, 100000, 512) == "scale"

@@ -1,0 +1,43 @@
+"""CPU torch tensors are read through DLPack, without a copy when BLAS can use their layout."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import reference, tolerance
+
+import metric_bindings as mb
+
+
+@pytest.mark.parametrize("dt", [torch.float32, torch.float64])
+def test_torch_tensors_any_layout(dt):
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(33, 17, generator=g, dtype=dt)
+    b = torch.randn(17, 21, generator=g, dtype=dt).T  # transposed view (column-major)
+    got = mb.cosine_similarity(a, b)
+    assert isinstance(got, np.ndarray) and got.dtype == (np.float32 if dt == torch.float32 else np.float64)
+    np.testing.assert_allclose(got, reference(a.numpy(), b.numpy()), atol=tolerance(got.dtype))
+    ref_rows = torch.nn.functional.cosine_similarity(a[:21], b, dim=1).numpy()
+    np.testing.assert_allclose(mb.paired_cosine_similarity(a[:21], b), ref_rows, atol=tolerance(got.dtype))
+    vals, idx = mb.topk_cosine(a, b, 3)
+    tv, ti = torch.topk(torch.from_numpy(reference(a.numpy(), b.numpy())), 3, dim=1)
+    np.testing.assert_allclose(vals, tv.numpy(), atol=tolerance(got.dtype))
+    assert (idx == ti.numpy()).mean() > 0.95  # exact ties aside, same items
+
+
+def test_torch_strided_requires_grad_and_other_dtypes():
+    a = torch.randn(10, 8, requires_grad=True)
+    b = torch.randn(6, 16)[:, ::2]  # non-unit stride: copied for BLAS
+    np.testing.assert_allclose(
+        mb.cosine_similarity(a, b), reference(a.detach().numpy(), b.numpy()), atol=2e-5
+    )
+    assert mb.cosine_similarity(torch.ones(2, 3, dtype=torch.int64), torch.ones(1, 3)).dtype == np.float32
+    assert mb.cosine_similarity(torch.ones(2, 3, dtype=torch.bfloat16), torch.ones(1, 3)).dtype == np.float32
+    with pytest.raises(TypeError, match="complex"):
+        mb.cosine_similarity(torch.ones(2, 3, dtype=torch.complex64), torch.ones(1, 3))
+
+
+def test_torch_input_shares_memory_with_numpy_view():
+    t = torch.randn(5, 4)
+    assert np.shares_memory(np.from_dlpack(t), t.numpy())
