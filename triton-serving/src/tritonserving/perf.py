@@ -321,31 +321,40 @@ def run(args: argparse.Namespace) -> int:
             return 0
         perf_analyzer_path()
         points: list[Point] = []
-        if not args.no_inprocess:
-            points += measure_inprocess(ids_by_len, parse_range(args.inprocess_batches))
+        batches = [] if args.no_inprocess else parse_range(args.inprocess_batches)
+        runner = inprocess_runner() if batches else None
         work = args.out_dir / "raw"
         work.mkdir(parents=True, exist_ok=True)
         deadline = t_start + args.budget_s
-        with triton_endpoint(args.http_url, args.grpc_url, args.repository, log_dir=args.out_dir) as (
-            http,
-            grpc,
-        ):
+        point_timeout = max(30.0, args.interval_ms / 1000 * args.max_trials * 4 + 20)
+        endpoint = triton_endpoint(args.http_url, args.grpc_url, args.repository, log_dir=args.out_dir)
+        with endpoint as (http, grpc):
             with TritonForms(http, grpc) as client:
                 forms = args.forms or client.forms()
             if not forms:
                 raise ClientError(f"no minilm_* model is READY at {http}")
             from tqdm import tqdm
 
-            todo = [(f, s, c) for s in seq_lens for f in forms for c in concs]
-            for form, seq, conc in tqdm(todo, desc="perf_analyzer", unit="point", file=sys.stdout):
-                if time.monotonic() > deadline:
-                    points.append(Point(form, seq, conc, 0, 0, 0, 0, 0, status="skipped: --budget-s spent"))
-                    continue
-                points.append(run_point(
-                    form, grpc, data[seq], seq, conc, work, args.interval_ms, args.stability,
-                    args.max_trials, timeout_s=max(30.0, args.interval_ms / 1000 * args.max_trials * 4 + 20),
-                    verbose=args.verbose,
-                ))  # fmt: skip
+            bar = tqdm(total=len(seq_lens) * len(forms) * len(concs), desc="perf_analyzer", unit="point",
+                       file=sys.stdout)  # fmt: skip
+            for seq in seq_lens:
+                # in-process timed right before AND right after the Triton points of the same length: on a
+                # shared machine the load changes by the minute, and the spread of the two shows how much
+                before = [time_inprocess(runner, ids_by_len[seq], b, seq) for b in batches] if runner else []
+                for form in forms:
+                    for conc in concs:
+                        bar.update(1)
+                        if time.monotonic() > deadline:
+                            skipped = "skipped: --budget-s spent"
+                            points.append(Point(form, seq, conc, 0, 0, 0, 0, 0, status=skipped))
+                            continue
+                        points.append(run_point(
+                            form, grpc, data[seq], seq, conc, work, args.interval_ms, args.stability,
+                            args.max_trials, timeout_s=point_timeout, verbose=args.verbose,
+                        ))  # fmt: skip
+                after = [time_inprocess(runner, ids_by_len[seq], b, seq) for b in batches] if runner else []
+                points += [merge_inprocess(a, b) for a, b in zip(before, after, strict=True)]
+            bar.close()
     except (ClientError, NativeServerError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -364,16 +373,20 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def measure_inprocess(ids_by_len: dict[int, np.ndarray], batches: list[int]) -> list[Point]:
-    """In-process ONNX Runtime (fp32 form, default threads) on the very ids perf_analyzer sends."""
+def inprocess_runner():
+    """In-process ONNX Runtime on the fp32 form (default session options, as an application would use it)."""
     from tritonserving.forms import load_form
 
-    runner = load_form("fp32", build_dir=BUILD)
-    points = []
-    for seq, ids in ids_by_len.items():
-        for b in batches:
-            points.append(time_inprocess(runner, ids, b, seq))
-            p = points[-1]
-            print(f"in-process ORT seq {seq} batch {b}: {p.throughput:.1f} seq/s, p95 {p.p95_ms:.2f} ms",
-                  flush=True)  # fmt: skip
-    return points
+    return load_form("fp32", build_dir=BUILD)
+
+
+def merge_inprocess(before: Point, after: Point) -> Point:
+    """One in-process point from the timings before and after the Triton points; the spread goes in status."""
+    mean = (before.throughput + after.throughput) / 2
+    spread = abs(before.throughput - after.throughput) / mean * 100 if mean else 0.0
+    return Point(
+        before.form, before.seq_len, before.concurrency, throughput=mean,
+        p50_ms=(before.p50_ms + after.p50_ms) / 2, p95_ms=(before.p95_ms + after.p95_ms) / 2,
+        p99_ms=(before.p99_ms + after.p99_ms) / 2, avg_server_batch=before.avg_server_batch,
+        status=f"ok (before/after differ {spread:.0f}%)",
+    )  # fmt: skip
