@@ -75,3 +75,33 @@ def test_cpu_profile_has_no_gpu_and_serves_cpu_forms() -> None:
     assert "deploy" not in svc or not svc["deploy"].get("resources")
     assert "/v2/health/ready" in " ".join(svc["healthcheck"]["test"])
     assert any(v["source"].endswith("build/repository-compose-cpu") for v in svc["volumes"])
+
+
+def test_compose_cpu_repository_moves_onnx_and_openvino_to_cpu(tmp_path) -> None:
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    from tritonserving.compose_cpu import CPU_FORMS, make_compose_cpu_repository
+
+    gpu = tmp_path / "repository-gpu"
+    accel = {"minilm_onnx": 'gpu_execution_accelerator: [ { name: "tensorrt" } ]',
+             "minilm_openvino": 'cpu_execution_accelerator: [ { name: "openvino" } ]'}  # fmt: skip
+    for form in (*CPU_FORMS, "minilm_trt_fp16"):
+        (gpu / form / "1").mkdir(parents=True)
+        (gpu / form / "1" / "model.onnx").write_bytes(b"onnx")
+        (gpu / form / "config.pbtxt").write_text(
+            f'name: "{form}" platform: "onnxruntime_onnx" max_batch_size: 32 '
+            'instance_group [ { kind: KIND_GPU count: 1 gpus: [ 0 ] } ] dynamic_batching { } '
+            f"optimization {{ execution_accelerators {{ {accel.get(form, '')} }} }}"
+        )
+    out = make_compose_cpu_repository(gpu, tmp_path / "repository-compose-cpu")
+    assert sorted(p.name for p in out.iterdir()) == sorted(CPU_FORMS)
+    for form in CPU_FORMS:
+        cfg = text_format.Parse((out / form / "config.pbtxt").read_text(), mc.ModelConfig())
+        assert [g.kind for g in cfg.instance_group] == [mc.ModelInstanceGroup.KIND_CPU]
+        assert not cfg.instance_group[0].gpus
+        assert not cfg.optimization.execution_accelerators.gpu_execution_accelerator
+        assert cfg.max_batch_size == 32 and cfg.HasField("dynamic_batching")
+        assert (out / form / "1" / "model.onnx").read_bytes() == b"onnx"
+    ov = text_format.Parse((out / "minilm_openvino" / "config.pbtxt").read_text(), mc.ModelConfig())
+    assert ov.optimization.execution_accelerators.cpu_execution_accelerator[0].name == "openvino"
