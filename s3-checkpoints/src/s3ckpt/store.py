@@ -131,7 +131,7 @@ class CheckpointStore:
         self._pending: Future[CheckpointInfo] | None = None
         self._lock = threading.Lock()
         if check:
-            check_bucket(self.client, self.settings)
+            check_bucket(self.settings)
 
     # ------------------------------------------------------------------ naming
     @property
@@ -495,14 +495,19 @@ class CheckpointStore:
         return doomed
 
     def abort_stale_uploads(self, older_than: float = 0.0) -> int:
-        """Abort unfinished multipart uploads under this run started more than ``older_than`` s ago."""
+        """Abort unfinished multipart uploads under this run started more than ``older_than`` s ago.
+
+        Lists the whole bucket's uploads and filters by key here: MinIO's ListMultipartUploads only
+        honours a ``Prefix`` that is a complete object key, so a folder prefix would find nothing.
+        """
         now = dt.datetime.now(dt.timezone.utc)
         n = 0
         try:
-            pages = self.client.get_paginator("list_multipart_uploads").paginate(
-                Bucket=self.bucket, Prefix=self.run_prefix)
+            pages = self.client.get_paginator("list_multipart_uploads").paginate(Bucket=self.bucket)
             for page in pages:
                 for u in page.get("Uploads", []):
+                    if not u["Key"].startswith(self.run_prefix):
+                        continue
                     if (now - u["Initiated"]).total_seconds() >= older_than:
                         self.client.abort_multipart_upload(Bucket=self.bucket, Key=u["Key"],
                                                            UploadId=u["UploadId"])
