@@ -292,10 +292,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--forms", nargs="*", default=None, help="forms (default: every loaded minilm_*)")
     parser.add_argument("--seq-lens", default="16,64,128", help="sequence lengths (default 16,64,128)")
     parser.add_argument("--concurrency", default="1:8", help="concurrency levels, 1:8 or 1,2,4 (default 1:8)")
-    parser.add_argument("--interval-ms", type=int, default=1500, help="perf_analyzer measurement window")
+    parser.add_argument("--interval-ms", type=int, default=1000, help="perf_analyzer measurement window")
     parser.add_argument("--stability", type=int, default=15, help="perf_analyzer --stability-percentage")
-    parser.add_argument("--max-trials", type=int, default=6, help="perf_analyzer --max-trials per point")
-    parser.add_argument("--budget-s", type=float, default=1200, help="stop measuring after this many seconds")
+    parser.add_argument("--max-trials", type=int, default=5, help="perf_analyzer --max-trials per point")
+    parser.add_argument("--budget-s", type=float, default=900, help="stop measuring after this many seconds")
     parser.add_argument("--inprocess-batches", default="1,2,4,8", help="in-process ORT batch sizes")
     parser.add_argument("--no-inprocess", action="store_true", help="skip the in-process ONNX Runtime timing")
     parser.add_argument(
@@ -327,6 +327,7 @@ def run(args: argparse.Namespace) -> int:
         work.mkdir(parents=True, exist_ok=True)
         deadline = t_start + args.budget_s
         point_timeout = max(30.0, args.interval_ms / 1000 * args.max_trials * 4 + 20)
+        interrupted = False
         endpoint = triton_endpoint(args.http_url, args.grpc_url, args.repository, log_dir=args.out_dir)
         with endpoint as (http, grpc):
             with TritonForms(http, grpc) as client:
@@ -344,15 +345,21 @@ def run(args: argparse.Namespace) -> int:
                 for form in forms:
                     for conc in concs:
                         bar.update(1)
-                        if time.monotonic() > deadline:
-                            skipped = "skipped: --budget-s spent"
+                        if time.monotonic() > deadline or interrupted:
+                            skipped = "skipped: interrupted" if interrupted else "skipped: --budget-s spent"
                             points.append(Point(form, seq, conc, 0, 0, 0, 0, 0, status=skipped))
                             continue
-                        points.append(run_point(
-                            form, grpc, data[seq], seq, conc, work, args.interval_ms, args.stability,
-                            args.max_trials, timeout_s=point_timeout, verbose=args.verbose,
-                        ))  # fmt: skip
-                after = [time_inprocess(runner, ids_by_len[seq], b, seq) for b in batches] if runner else []
+                        try:
+                            points.append(run_point(
+                                form, grpc, data[seq], seq, conc, work, args.interval_ms, args.stability,
+                                args.max_trials, timeout_s=point_timeout, verbose=args.verbose,
+                            ))  # fmt: skip
+                        except KeyboardInterrupt:  # Ctrl-C: keep what was measured, write the table
+                            interrupted = True
+                            points.append(Point(form, seq, conc, 0, 0, 0, 0, 0, "skipped: interrupted"))
+                after = before if interrupted or not runner else [
+                    time_inprocess(runner, ids_by_len[seq], b, seq) for b in batches
+                ]  # fmt: skip
                 points += [merge_inprocess(a, b) for a, b in zip(before, after, strict=True)]
             bar.close()
     except (ClientError, NativeServerError) as e:
@@ -373,11 +380,29 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def inprocess_runner():
-    """In-process ONNX Runtime on the fp32 form (default session options, as an application would use it)."""
-    from tritonserving.forms import load_form
+def inprocess_runner(threads: int | None = None):
+    """In-process ONNX Runtime on the fp32 form, with the session options of the served python model.
 
-    return load_form("fp32", build_dir=BUILD)
+    Why the same options: the ratio should measure what serving costs (IPC, queueing, batching), not a
+    difference of thread settings. Intra-op spinning is off (spinning threads collapse on a loaded 2-core
+    machine), and the thread count is the machine's core count, capped at 4.
+    """
+    import os
+
+    import onnxruntime as ort
+
+    from tritonserving.client import tokenizer_path
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads or min(4, os.cpu_count() or 1)
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    model = tokenizer_path().parent / "model.onnx"
+    sess = ort.InferenceSession(str(model), opts, providers=["CPUExecutionProvider"])
+
+    def run(ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        return sess.run(["sentence_embedding"], {"input_ids": ids, "attention_mask": mask})[0]
+
+    return run
 
 
 def merge_inprocess(before: Point, after: Point) -> Point:
