@@ -73,6 +73,12 @@ def test_thresholds_defaults_and_overrides(tmp_path, known) -> None:
         cm.load_thresholds(tmp_path / "missing.json")
 
 
+def test_shipped_config_equals_builtin_defaults() -> None:
+    shipped = cm.load_thresholds(cm.DEFAULT_CONFIG)
+    shipped.pop("_comment", None)
+    assert shipped == cm.BUILTIN_THRESHOLDS
+
+
 def test_unserved_reference_is_reported(known) -> None:
     assert "not served" in cm.check_drift(known["cmp"], {"reference": "minilm_onnx"})[0]
 

@@ -33,8 +33,8 @@ BUILTIN_THRESHOLDS: dict = {
     "default": {"min_mean_cosine": 0.9999, "min_min_cosine": 0.999, "min_topk_overlap": 0.95},
     # reduced precision: the targets of issue 6 (mean cosine >= 0.995, min >= 0.98 to fp32)
     "by_substring": {
-        "fp16": {"min_mean_cosine": 0.995, "min_min_cosine": 0.98},
-        "int8": {"min_mean_cosine": 0.995, "min_min_cosine": 0.98},
+        "fp16": {"min_mean_cosine": 0.995, "min_min_cosine": 0.98, "min_topk_overlap": None},
+        "int8": {"min_mean_cosine": 0.995, "min_min_cosine": 0.98, "min_topk_overlap": None},
     },
     "forms": {},
     # gRPC and HTTP must return the same numbers for the same batch
