@@ -380,29 +380,16 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def inprocess_runner(threads: int | None = None):
+def inprocess_runner():
     """In-process ONNX Runtime on the fp32 form, with the session options of the served python model.
 
     Why the same options: the ratio should measure what serving costs (IPC, queueing, batching), not a
-    difference of thread settings. Intra-op spinning is off (spinning threads collapse on a loaded 2-core
-    machine), and the thread count is the machine's core count, capped at 4.
+    difference of thread settings; the export side's runner and the python-backend template both use
+    ONNX Runtime's defaults.
     """
-    import os
+    from tritonserving.forms import load_form
 
-    import onnxruntime as ort
-
-    from tritonserving.client import tokenizer_path
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads or min(4, os.cpu_count() or 1)
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    model = tokenizer_path().parent / "model.onnx"
-    sess = ort.InferenceSession(str(model), opts, providers=["CPUExecutionProvider"])
-
-    def run(ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        return sess.run(["sentence_embedding"], {"input_ids": ids, "attention_mask": mask})[0]
-
-    return run
+    return load_form("fp32", build_dir=BUILD)
 
 
 def merge_inprocess(before: Point, after: Point) -> Point:
