@@ -131,15 +131,21 @@ def stage(staging: Path = STAGING) -> Path:
     if not stub.exists():
         have = sorted(p.name for p in (src / "python_backend_stubs").iterdir())
         raise NativeServerError(f"no python backend stub for Python {pyver} in the wheel (it has {have})")
-    tmp = staging.with_name(staging.name + ".tmp")
+    tmp = staging.with_name(f"{staging.name}.tmp{os.getpid()}")  # per process: runs may overlap
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     for sub in ("bin", "backends", "caches"):
         shutil.copytree(src / sub, tmp / sub, symlinks=True)
     shutil.copy2(stub, tmp / "backends" / "python" / "triton_python_backend_stub")
     (tmp / ".stamp").write_text(stamp)
+    if stamp_file.exists() and stamp_file.read_text() == stamp:  # another process staged it meanwhile
+        shutil.rmtree(tmp, ignore_errors=True)
+        return staging
     shutil.rmtree(staging, ignore_errors=True)
-    tmp.rename(staging)
+    try:
+        tmp.rename(staging)
+    except OSError:  # lost a race to another process: its copy is as good as ours
+        shutil.rmtree(tmp, ignore_errors=True)
     return staging
 
 

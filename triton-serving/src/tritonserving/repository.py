@@ -1,0 +1,173 @@
+"""Triton model repositories: ``build/repository-gpu`` (compose, GPU) and ``build/repository-cpu`` (native).
+
+Every config is built as Triton's own ``ModelConfig`` protobuf (``tritonclient.grpc.model_config_pb2``) and
+written with ``text_format``, so a field Triton does not know cannot slip in. All models share the contract of
+``../shared/DESIGN.md``: inputs ``input_ids``/``attention_mask`` INT64 ``[-1, -1]``, output
+``sentence_embedding`` FP32 ``[-1, 384]`` (``max_batch_size`` > 0, so ``dims`` exclude the batch axis).
+
+GPU repository:
+
+* ``minilm_onnx``: onnxruntime_onnx, fp32 graph, KIND_GPU (CUDA EP).
+* ``minilm_openvino``: onnxruntime_onnx with the OpenVINO CPU execution accelerator, KIND_CPU. Chosen over
+  the ``openvino`` backend because it serves the very same ``model.onnx`` (no IR whose version must match
+  the OpenVINO inside the image) and the onnxruntime backend ships in every tritonserver image; the
+  accelerator only acts on CPU instances, hence KIND_CPU.
+* ``minilm_trt_fp32|fp16|int8``: tensorrt_plan; ``1/model.plan`` is written by ``triton-serving plans``
+  (trtexec on a GPU, ``docker compose run --rm plans``) and kept when the repository is regenerated.
+
+CPU repository (python backend, run by the tritonserver of the nvidia-pytriton wheel): ``minilm_onnx``
+(ORT fp32), ``minilm_openvino`` (OpenVINO runtime on the IR), ``minilm_onnx_fp16`` (ORT on the fp16 graph)
+and ``minilm_onnx_int8`` (ORT on the int8 Q/DQ graph); the last two stand in on CPU for the fp16 and int8
+TensorRT plans.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from tritonserving import EMBED_DIM, INPUT_NAMES, OUTPUT_NAME
+
+MAX_BATCH_SIZE = 32  # also the max batch of the TensorRT optimisation profile (trt_plans.SHAPES)
+TEMPLATE = Path(__file__).parent / "templates" / "python_model.py"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model of a repository: how it is served and which built files it needs."""
+
+    name: str
+    backend: str  # onnxruntime | tensorrt | python
+    files: tuple[tuple[str, str], ...]  # (path under build/, file name in <model>/1/)
+    kind: str = "KIND_CPU"
+    parameters: tuple[tuple[str, str], ...] = ()
+    cpu_accelerator: str | None = None
+    queue_delay_us: int = 500
+
+
+GPU_MODELS = (
+    ModelSpec("minilm_onnx", "onnxruntime", (("onnx/fp32/model.onnx", "model.onnx"),), kind="KIND_GPU",
+              queue_delay_us=100),
+    ModelSpec("minilm_openvino", "onnxruntime", (("onnx/fp32/model.onnx", "model.onnx"),), kind="KIND_CPU",
+              cpu_accelerator="openvino"),
+    ModelSpec("minilm_trt_fp32", "tensorrt", (), kind="KIND_GPU", queue_delay_us=100),
+    ModelSpec("minilm_trt_fp16", "tensorrt", (), kind="KIND_GPU", queue_delay_us=100),
+    ModelSpec("minilm_trt_int8", "tensorrt", (), kind="KIND_GPU", queue_delay_us=100),
+)
+
+CPU_MODELS = (
+    ModelSpec("minilm_onnx", "python", (("onnx/fp32/model.onnx", "model.onnx"),),
+              parameters=(("engine", "onnxruntime"), ("model_file", "model.onnx"))),
+    ModelSpec("minilm_openvino", "python",
+              (("openvino/model.xml", "model.xml"), ("openvino/model.bin", "model.bin")),
+              parameters=(("engine", "openvino"), ("model_file", "model.xml"))),
+    ModelSpec("minilm_onnx_fp16", "python", (("onnx/fp16/model.onnx", "model.onnx"),),
+              parameters=(("engine", "onnxruntime"), ("model_file", "model.onnx"))),
+    ModelSpec("minilm_onnx_int8", "python", (("onnx/int8/model.onnx", "model.onnx"),),
+              parameters=(("engine", "onnxruntime"), ("model_file", "model.onnx"))),
+)
+
+
+def model_config(spec: ModelSpec, max_batch_size: int = MAX_BATCH_SIZE):
+    """The ``ModelConfig`` protobuf of one model."""
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    cfg = mc.ModelConfig(name=spec.name, max_batch_size=max_batch_size)
+    if spec.backend == "onnxruntime":
+        cfg.platform = "onnxruntime_onnx"
+    elif spec.backend == "tensorrt":
+        cfg.platform = "tensorrt_plan"
+    else:
+        cfg.backend = spec.backend
+    for name in INPUT_NAMES:
+        cfg.input.add(name=name, data_type=mc.TYPE_INT64, dims=[-1])
+    cfg.output.add(name=OUTPUT_NAME, data_type=mc.TYPE_FP32, dims=[EMBED_DIM])
+    group = cfg.instance_group.add(count=1, kind=getattr(mc.ModelInstanceGroup, spec.kind))
+    if spec.kind == "KIND_GPU":
+        group.gpus.append(0)
+    cfg.dynamic_batching.max_queue_delay_microseconds = spec.queue_delay_us
+    if spec.cpu_accelerator:
+        cfg.optimization.execution_accelerators.cpu_execution_accelerator.add(name=spec.cpu_accelerator)
+    for key, value in spec.parameters:
+        cfg.parameters[key].string_value = value
+    return cfg
+
+
+def config_text(spec: ModelSpec, max_batch_size: int = MAX_BATCH_SIZE) -> str:
+    """``config.pbtxt`` text of one model."""
+    from google.protobuf import text_format
+
+    return text_format.MessageToString(model_config(spec, max_batch_size))
+
+
+def _place(src: Path, dst: Path) -> None:
+    """Hard link (the fp32 graph is ~90 MB, used by several models), copy across file systems."""
+    if dst.exists() or dst.is_symlink():
+        if dst.stat().st_ino == src.stat().st_ino and dst.stat().st_mtime >= src.stat().st_mtime:
+            return
+        dst.unlink()
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def write_repository(build_dir: Path, out: Path, specs: tuple[ModelSpec, ...]) -> Path:
+    """Write ``out/<model>/{config.pbtxt,1/...}``; existing ``model.plan`` files are kept."""
+    missing = [f for s in specs for f, _ in s.files if not (build_dir / f).is_file()]
+    if missing:
+        raise FileNotFoundError(f"missing {', '.join(sorted(set(missing)))}: run `make forms` first")
+    out.mkdir(parents=True, exist_ok=True)
+    wanted = {s.name for s in specs}
+    for stale in out.iterdir():
+        if stale.is_dir() and stale.name not in wanted:
+            shutil.rmtree(stale)
+    for spec in specs:
+        version = out / spec.name / "1"
+        version.mkdir(parents=True, exist_ok=True)
+        keep = {name for _, name in spec.files} | {"model.plan", "model.py"}
+        for old in version.iterdir():
+            if old.name not in keep:
+                shutil.rmtree(old) if old.is_dir() else old.unlink()
+        for rel, name in spec.files:
+            _place(build_dir / rel, version / name)
+        if spec.backend == "python":
+            shutil.copy2(TEMPLATE, version / "model.py")
+        (out / spec.name / "config.pbtxt").write_text(config_text(spec))
+    return out
+
+
+def generate(build_dir: str | os.PathLike = "build") -> dict[str, Path]:
+    """Write both repositories and the trtexec script for the plans service; returns their paths."""
+    from tritonserving import trt_plans
+
+    build_dir = Path(build_dir)
+    gpu = write_repository(build_dir, build_dir / "repository-gpu", GPU_MODELS)
+    cpu = write_repository(build_dir, build_dir / "repository-cpu", CPU_MODELS)
+    script = trt_plans.write_script(build_dir)
+    return {"repository-gpu": gpu, "repository-cpu": cpu, "plans-script": script}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """CLI arguments of ``triton-serving repo``."""
+    parser.add_argument("--build-dir", default="build", help="output root (default: build)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """``triton-serving repo``: write build/repository-gpu and build/repository-cpu."""
+    try:
+        paths = generate(args.build_dir)
+    except FileNotFoundError as exc:
+        print(f"error: {exc}")
+        return 2
+    for key, path in paths.items():
+        print(f"{key:15s} {path}")
+    plans = [m.name for m in GPU_MODELS if m.backend == "tensorrt"
+             and not (paths["repository-gpu"] / m.name / "1" / "model.plan").is_file()]
+    if plans:
+        print(f"note: {', '.join(plans)} have no model.plan yet: build them on a GPU (make plans, or "
+              "docker compose run --rm plans)")
+    return 0
