@@ -59,7 +59,7 @@ dims = st.sampled_from([1, 2, 3, 7, 8, 33, 64, 129])
     db=st.sampled_from(DTYPES),
     zero=st.booleans(),
     seed=st.integers(0, 2**32 - 1),
-    strategy=st.sampled_from(["auto", "normalize", "scale"]),
+    strategy=st.sampled_from(["auto", "normalize", "scale", "fused"]),
 )
 def test_matrix_matches_reference(n, m, d, la, lb, da, db, zero, seed, strategy):
     rng = np.random.default_rng(seed)
@@ -153,7 +153,7 @@ def test_transposed_and_fortran_inputs_need_no_copy():
 def test_zero_rows_give_zero_and_nan_propagates():
     a = np.array([[0.0, 0.0], [1.0, np.nan], [3.0, 4.0]], dtype=np.float32)
     b = np.array([[1.0, 0.0], [0.0, 0.0]], dtype=np.float32)
-    for strategy in ("normalize", "scale"):
+    for strategy in ("normalize", "scale", "fused"):
         got = mb.cosine_similarity(a, b, strategy=strategy)
         assert got[0, 0] == 0 and got[0, 1] == 0
         assert np.isnan(got[1]).all()
@@ -201,4 +201,6 @@ def test_empty_inputs_give_empty_results(shape_a, shape_b):
 def test_blas_info_and_strategy_choice():
     assert "openblas" in mb.blas_info().lower() or "blas" in mb.blas_info().lower()
     assert mb.choose_strategy(4096, 4096, 512) == "normalize"
-    assert mb.choose_strategy(1, 100000, 512) == "scale"
+    assert mb.choose_strategy(1, 100000, 512) == "fused"
+    assert mb.choose_strategy(100000, 16, 768) == "fused"
+    assert mb.choose_strategy(256, 100000, 512) == "scale"

@@ -27,6 +27,7 @@ namespace metric_bindings {
 namespace {
 
 constexpr std::int64_t kBlasMax = std::numeric_limits<int>::max();  // 32-bit BLAS integers
+constexpr std::int64_t kFusedMaxRows = 8;  // Auto uses the fused kernel when one side has at most this many rows
 constexpr std::size_t kTileBytes = std::size_t{8} << 20;               // one operand tile, L3-resident
 
 // ---------------------------------------------------------------- small helpers
@@ -154,9 +155,10 @@ T inverse_norm(double sum_sq) {
 
 /// inv[i] = 1 / |row i| for the first n rows of op (d columns), accumulated in double (no float overflow).
 template <typename T>
-void inverse_norms(const Operand<T>& op, std::int64_t n, std::int64_t d, T* inv) {
+void inverse_norms(const Operand<T>& op, std::int64_t n, std::int64_t d, T* inv, bool threads = true) {
     if (n <= 0) return;
-    const std::int64_t grain = std::max<std::int64_t>(1, (std::int64_t{1} << 18) / std::max<std::int64_t>(d, 1));
+    const std::int64_t grain =
+        threads ? std::max<std::int64_t>(1, (std::int64_t{1} << 18) / std::max<std::int64_t>(d, 1)) : n + 1;
     if (!op.col_major) {
         parallel_for(n, grain, [&](std::int64_t b, std::int64_t e) {
             for (std::int64_t i = b; i < e; ++i) {
@@ -247,6 +249,87 @@ std::vector<T> normalized_copy(const MatrixView<T>& v) {
     return out;
 }
 
+// ---------------------------------------------------------------- fused kernel for a small side
+
+/// One pass over the big side for shapes where one side has only a few rows (one query against many items, or
+/// many items against a few classes): BLAS is memory-bound and badly blocked there, and would need a second
+/// pass for the norms. Each big row is read once, its squared norm and its dots with 4 small rows at a time are
+/// accumulated in registers; the small rows (contiguous, a few KiB) stay in L1/L2.
+/// out(i, s) = out[i * os_big + s * os_small].
+template <typename T>
+void fused_small(const MatrixView<T>& big, const T* small, const T* inv_small, std::int64_t ns, std::int64_t d,
+                 T* out, std::int64_t os_big, std::int64_t os_small) {
+    const std::int64_t grain = std::max<std::int64_t>(2, (std::int64_t{1} << 16) / std::max<std::int64_t>(d * ns, 1));
+    parallel_for(big.rows, grain, [&](std::int64_t lo, std::int64_t hi) {
+        std::int64_t i = lo;
+        // Two big rows at a time against four small rows: 6 loads feed 8 FMAs (register blocking).
+        for (; i + 2 <= hi; i += 2) {
+            const T* x = big.data + i * big.row_stride;
+            const T* z = x + big.row_stride;
+            T* o = out + i * os_big;
+            T* p = o + os_big;
+            T sx = 0, sz = 0;
+#pragma omp simd reduction(+ : sx, sz)
+            for (std::int64_t k = 0; k < d; ++k) {
+                sx += x[k] * x[k];
+                sz += z[k] * z[k];
+            }
+            const T ix = inverse_norm<T>(static_cast<double>(sx)), iz = inverse_norm<T>(static_cast<double>(sz));
+            std::int64_t s = 0;
+            for (; s + 4 <= ns; s += 4) {
+                const T *y0 = small + s * d, *y1 = y0 + d, *y2 = y1 + d, *y3 = y2 + d;
+                T a0 = 0, a1 = 0, a2 = 0, a3 = 0, b0 = 0, b1 = 0, b2 = 0, b3 = 0;
+#pragma omp simd reduction(+ : a0, a1, a2, a3, b0, b1, b2, b3)
+                for (std::int64_t k = 0; k < d; ++k) {
+                    const T xv = x[k], zv = z[k];
+                    a0 += xv * y0[k];
+                    a1 += xv * y1[k];
+                    a2 += xv * y2[k];
+                    a3 += xv * y3[k];
+                    b0 += zv * y0[k];
+                    b1 += zv * y1[k];
+                    b2 += zv * y2[k];
+                    b3 += zv * y3[k];
+                }
+                o[(s + 0) * os_small] = a0 * ix * inv_small[s + 0];
+                o[(s + 1) * os_small] = a1 * ix * inv_small[s + 1];
+                o[(s + 2) * os_small] = a2 * ix * inv_small[s + 2];
+                o[(s + 3) * os_small] = a3 * ix * inv_small[s + 3];
+                p[(s + 0) * os_small] = b0 * iz * inv_small[s + 0];
+                p[(s + 1) * os_small] = b1 * iz * inv_small[s + 1];
+                p[(s + 2) * os_small] = b2 * iz * inv_small[s + 2];
+                p[(s + 3) * os_small] = b3 * iz * inv_small[s + 3];
+            }
+            for (; s < ns; ++s) {
+                const T* y = small + s * d;
+                T a = 0, b = 0;
+#pragma omp simd reduction(+ : a, b)
+                for (std::int64_t k = 0; k < d; ++k) {
+                    a += x[k] * y[k];
+                    b += z[k] * y[k];
+                }
+                o[s * os_small] = a * ix * inv_small[s];
+                p[s * os_small] = b * iz * inv_small[s];
+            }
+        }
+        for (; i < hi; ++i) {  // odd row left over
+            const T* x = big.data + i * big.row_stride;
+            T* o = out + i * os_big;
+            T ss = 0;
+#pragma omp simd reduction(+ : ss)
+            for (std::int64_t k = 0; k < d; ++k) ss += x[k] * x[k];
+            const T ix = inverse_norm<T>(static_cast<double>(ss));
+            for (std::int64_t s = 0; s < ns; ++s) {
+                const T* y = small + s * d;
+                T a = 0;
+#pragma omp simd reduction(+ : a)
+                for (std::int64_t k = 0; k < d; ++k) a += x[k] * y[k];
+                o[s * os_small] = a * ix * inv_small[s];
+            }
+        }
+    });
+}
+
 // ---------------------------------------------------------------- paired
 
 template <typename T>
@@ -300,6 +383,9 @@ void sift_up(T* v, std::int64_t* idx, std::int64_t pos) {
 // ================================================================ public API
 
 Strategy choose_strategy(std::int64_t n, std::int64_t m, std::int64_t d) {
+    // Measured (bench/): the fused kernel wins when one side has <= 8 rows, and when B (the side whose rows
+    // become output columns) has <= 32 rows, where OpenBLAS's skinny GEMM is slow.
+    if (std::min(n, m) <= kFusedMaxRows || m <= 4 * kFusedMaxRows) return Strategy::Fused;
     // Normalising copies cost ~2 (N + M) D memory traffic; scaling the output costs ~2 N M (in cache, so less).
     const double copies = static_cast<double>(n + m) * static_cast<double>(d);
     const double output = static_cast<double>(n) * static_cast<double>(m);
@@ -320,6 +406,38 @@ void cosine_similarity(const MatrixView<T>& a, const MatrixView<T>& b, T* out, s
     }
     if (strategy == Strategy::Auto) strategy = choose_strategy(n, m, d);
 
+    if (strategy == Strategy::Fused) {
+        // The side with fewer rows is "small": copied contiguous (a few KiB) with its inverse norms. The big side
+        // is read in place if its rows are contiguous, else one row-major copy is made first.
+        const bool a_small = n <= m;
+        const MatrixView<T>& sv = a_small ? a : b;
+        const MatrixView<T>& bv = a_small ? b : a;
+        std::vector<T> small_buf, inv_small(static_cast<std::size_t>(sv.rows)), big_buf;
+        Operand<T> sop = rows_operand(MatrixView<T>{sv.data, sv.rows, sv.cols, sv.row_stride, sv.col_stride}, 0,
+                                      sv.rows, small_buf);
+        if (sop.col_major || (sop.ld != d && sv.rows > 1)) {  // force a packed row-major copy
+            small_buf.resize(static_cast<std::size_t>(sv.rows * d));
+            for (std::int64_t i = 0; i < sv.rows; ++i)
+                for (std::int64_t j = 0; j < d; ++j)
+                    small_buf[i * d + j] = sv.data[i * sv.row_stride + j * sv.col_stride];
+            sop = {small_buf.data(), std::max<std::int64_t>(d, 1), false};
+        }
+        inverse_norms(sop, sv.rows, d, inv_small.data());
+        MatrixView<T> big = bv;
+        if (!(bv.col_stride == 1 || d <= 1)) {
+            big_buf.resize(static_cast<std::size_t>(bv.rows * d));
+            for (std::int64_t i = 0; i < bv.rows; ++i)
+                for (std::int64_t j = 0; j < d; ++j) big_buf[i * d + j] = bv.data[i * bv.row_stride + j * bv.col_stride];
+            big = MatrixView<T>::row_major(big_buf.data(), bv.rows, d);
+        }
+        if (a_small) {
+            fused_small(big, sop.ptr, inv_small.data(), n, d, out, 1, ldo);  // big rows are output columns
+        } else {
+            fused_small(big, sop.ptr, inv_small.data(), m, d, out, ldo, 1);
+        }
+        return;
+    }
+
     if (strategy == Strategy::NormalizeFirst) {
         const std::vector<T> an = normalized_copy(a);
         const std::vector<T> bn = normalized_copy(b);
@@ -328,23 +446,28 @@ void cosine_similarity(const MatrixView<T>& a, const MatrixView<T>& b, T* out, s
         return;
     }
 
-    // ScaleOutput, tiled so that each tile of A and B is read from memory about once.
-    const std::int64_t nb = tile_rows<T>(d, n), mb = tile_rows<T>(d, m);
-    std::vector<T> inv_a(static_cast<std::size_t>(nb)), inv_b(static_cast<std::size_t>(m));
+    // ScaleOutput. Three phases, so that our own threads never run between two BLAS calls (OpenBLAS workers
+    // spin-wait between calls; interleaving them with our threads collapses on a busy 2-core machine):
+    //  1. inverse norms of A and B (our threads);  2. GEMM tile by tile (BLAS threads): tiles of ~8 MiB of A and
+    //  B keep OpenBLAS efficient on skinny shapes (one huge (256 x 100000) call is slower than 25 of them);
+    //  3. one pass scaling the output by inv_a[i] * inv_b[j] (our threads). No copy of B is ever made unless
+    //  BLAS cannot read its layout (then one tile at a time).
+    std::vector<T> inv_a(static_cast<std::size_t>(n)), inv_b(static_cast<std::size_t>(m));
     std::vector<T> buf_a, buf_b;
+    const std::int64_t nb = tile_rows<T>(d, n), mb = tile_rows<T>(d, m);
+    for (std::int64_t i0 = 0; i0 < n; i0 += nb)
+        inverse_norms(rows_operand(a, i0, std::min(n, i0 + nb), buf_a), std::min(n, i0 + nb) - i0, d, inv_a.data() + i0);
+    for (std::int64_t j0 = 0; j0 < m; j0 += mb)
+        inverse_norms(rows_operand(b, j0, std::min(m, j0 + mb), buf_b), std::min(m, j0 + mb) - j0, d, inv_b.data() + j0);
     for (std::int64_t i0 = 0; i0 < n; i0 += nb) {
         const std::int64_t i1 = std::min(n, i0 + nb);
         const Operand<T> opa = rows_operand(a, i0, i1, buf_a);
-        inverse_norms(opa, i1 - i0, d, inv_a.data());
         for (std::int64_t j0 = 0; j0 < m; j0 += mb) {
             const std::int64_t j1 = std::min(m, j0 + mb);
-            const Operand<T> opb = rows_operand(b, j0, j1, buf_b);
-            if (i0 == 0) inverse_norms(opb, j1 - j0, d, inv_b.data() + j0);
-            T* tile = out + i0 * ldo + j0;
-            gemm_abt(opa, opb, i1 - i0, j1 - j0, d, tile, ldo);
-            scale_tile(tile, ldo, i1 - i0, j1 - j0, inv_a.data(), inv_b.data() + j0);
+            gemm_abt(opa, rows_operand(b, j0, j1, buf_b), i1 - i0, j1 - j0, d, out + i0 * ldo + j0, ldo);
         }
     }
+    scale_tile(out, ldo, n, m, inv_a.data(), inv_b.data());
 }
 
 template <typename T>
@@ -430,43 +553,71 @@ void topk_cosine(const MatrixView<T>& a, const MatrixView<T>& b, std::int64_t k,
     const std::size_t rest = budget > used_b ? budget - used_b : per_row;
     const std::int64_t nb = std::clamp<std::int64_t>(static_cast<std::int64_t>(rest / per_row), 1, n);
 
-    std::vector<T> scores(static_cast<std::size_t>(nb * mb)), inv_a(static_cast<std::size_t>(nb)),
+    // Few queries: no BLAS, the fused kernel reads each B tile once and all the work runs on our threads.
+    // Otherwise GEMM per tile; then our own work stays on this thread, because OpenBLAS workers spin between
+    // calls and sharing the cores with them collapses throughput on a busy machine.
+    const bool fused = n <= kFusedMaxRows;
+    std::vector<T> scores(static_cast<std::size_t>(nb * mb)), inv_a(static_cast<std::size_t>(fused ? n : nb)),
         inv_b(static_cast<std::size_t>(mb));
-    std::vector<T> buf_a, buf_b;
+    std::vector<T> buf_a, buf_b, small;
+    if (fused) {  // A packed row-major with its inverse norms, once
+        small.resize(static_cast<std::size_t>(n * d));
+        for (std::int64_t i = 0; i < n; ++i)
+            for (std::int64_t j = 0; j < d; ++j) small[i * d + j] = a.data[i * a.row_stride + j * a.col_stride];
+        inverse_norms(Operand<T>{small.data(), std::max<std::int64_t>(d, 1), false}, n, d, inv_a.data());
+    }
     std::int64_t filled = 0;  // every row has seen the same candidates, so one fill count serves them all
     for (std::int64_t j0 = 0; j0 < m; j0 += mb) {
         const std::int64_t j1 = std::min(m, j0 + mb), cols = j1 - j0;
-        const Operand<T> opb = rows_operand(b, j0, j1, buf_b);
-        inverse_norms(opb, cols, d, inv_b.data());
+        Operand<T> opb;
+        if (fused) {
+            MatrixView<T> blk{b.data + j0 * b.row_stride, cols, d, b.row_stride, b.col_stride};
+            if (!(b.col_stride == 1 || d <= 1)) {
+                buf_b.resize(static_cast<std::size_t>(cols * d));
+                for (std::int64_t i = 0; i < cols; ++i)
+                    for (std::int64_t j = 0; j < d; ++j) buf_b[i * d + j] = blk.data[i * b.row_stride + j * b.col_stride];
+                blk = MatrixView<T>::row_major(buf_b.data(), cols, d);
+            }
+            fused_small(blk, small.data(), inv_a.data(), n, d, scores.data(), 1, cols);
+        } else {
+            opb = rows_operand(b, j0, j1, buf_b);
+            inverse_norms(opb, cols, d, inv_b.data(), false);
+        }
         for (std::int64_t i0 = 0; i0 < n; i0 += nb) {
             const std::int64_t i1 = std::min(n, i0 + nb), rows = i1 - i0;
-            const Operand<T> opa = rows_operand(a, i0, i1, buf_a);
-            inverse_norms(opa, rows, d, inv_a.data());
-            gemm_abt(opa, opb, rows, cols, d, scores.data(), cols);
-            parallel_for(rows, std::max<std::int64_t>(1, (std::int64_t{1} << 15) / cols),
-                         [&](std::int64_t lo, std::int64_t hi) {
-                             for (std::int64_t r = lo; r < hi; ++r) {
-                                 T* hv = values + (i0 + r) * k;
-                                 std::int64_t* hi_ = indices + (i0 + r) * k;
-                                 const T* srow = scores.data() + r * cols;
-                                 const T sa = inv_a[r];
-                                 std::int64_t size = filled;
-                                 for (std::int64_t j = 0; j < cols; ++j) {
-                                     const T v = srow[j] * sa * inv_b[j];
-                                     const std::int64_t idx = j0 + j;
-                                     if (size < k) {
-                                         hv[size] = v;
-                                         hi_[size] = idx;
-                                         sift_up(hv, hi_, size);
-                                         ++size;
-                                     } else if (better(v, idx, hv[0], hi_[0])) {
-                                         hv[0] = v;
-                                         hi_[0] = idx;
-                                         sift_down(hv, hi_, k, 0);
-                                     }
-                                 }
-                             }
-                         });
+            if (!fused) {
+                const Operand<T> opa = rows_operand(a, i0, i1, buf_a);
+                inverse_norms(opa, rows, d, inv_a.data(), false);
+                gemm_abt(opa, opb, rows, cols, d, scores.data(), cols);
+            }
+            const std::int64_t grain = fused ? 1 : rows + 1;
+            parallel_for(rows, grain, [&](std::int64_t lo, std::int64_t hi) {
+                for (std::int64_t r = lo; r < hi; ++r) {
+                    T* hv = values + (i0 + r) * k;
+                    std::int64_t* hi_ = indices + (i0 + r) * k;
+                    T* srow = scores.data() + r * cols;
+                    if (!fused) {
+                        const T sa = inv_a[r];
+#pragma omp simd
+                        for (std::int64_t j = 0; j < cols; ++j) srow[j] = srow[j] * sa * inv_b[j];
+                    }
+                    std::int64_t size = filled;
+                    for (std::int64_t j = 0; j < cols; ++j) {
+                        const T v = srow[j];
+                        const std::int64_t idx = j0 + j;
+                        if (size < k) {
+                            hv[size] = v;
+                            hi_[size] = idx;
+                            sift_up(hv, hi_, size);
+                            ++size;
+                        } else if (better(v, idx, hv[0], hi_[0])) {
+                            hv[0] = v;
+                            hi_[0] = idx;
+                            sift_down(hv, hi_, k, 0);
+                        }
+                    }
+                }
+            });
         }
         filled = std::min<std::int64_t>(k, filled + cols);
     }

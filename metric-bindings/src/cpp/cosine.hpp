@@ -34,9 +34,10 @@ struct MatrixView {
 
 /// How cosine_similarity applies the norms (both give the same numbers up to rounding).
 enum class Strategy {
-    Auto,           ///< NormalizeFirst when the normalised copies are small next to the output, else ScaleOutput
+    Auto,           ///< Fused if a side has <= 8 rows or B <= 32, NormalizeFirst if copies are small next to the output, else ScaleOutput
     NormalizeFirst, ///< copy A and B with unit rows, then one GEMM (no pass over the output)
-    ScaleOutput,    ///< GEMM on the raw inputs, tile by tile, scaling each tile while it is in cache (no copy of B)
+    ScaleOutput,    ///< norms, then GEMM on the raw inputs (tiled), then one pass scaling the output (no copy of B)
+    Fused,          ///< no BLAS: one pass over the larger side, for shapes where the other side has few rows
 };
 
 /// Default bound on the extra memory topk_cosine allocates besides its outputs (64 MiB).

@@ -62,13 +62,15 @@ mb::Strategy parse_strategy(const std::string& s) {
     if (s == "auto") return mb::Strategy::Auto;
     if (s == "normalize") return mb::Strategy::NormalizeFirst;
     if (s == "scale") return mb::Strategy::ScaleOutput;
-    throw std::invalid_argument("strategy must be 'auto', 'normalize' or 'scale', not '" + s + "'");
+    if (s == "fused") return mb::Strategy::Fused;
+    throw std::invalid_argument("strategy must be 'auto', 'normalize', 'scale' or 'fused', not '" + s + "'");
 }
 
 const char* strategy_name(mb::Strategy s) {
     switch (s) {
         case mb::Strategy::NormalizeFirst: return "normalize";
         case mb::Strategy::ScaleOutput: return "scale";
+        case mb::Strategy::Fused: return "fused";
         default: return "auto";
     }
 }
@@ -206,6 +208,6 @@ NB_MODULE(_core, m) {
     m.def(
         "choose_strategy",
         [](std::int64_t n, std::int64_t mm, std::int64_t d) { return std::string(strategy_name(mb::choose_strategy(n, mm, d))); },
-        "n"_a, "m"_a, "d"_a, "The strategy ('normalize' or 'scale') that strategy='auto' picks for these sizes.");
+        "n"_a, "m"_a, "d"_a, "The strategy ('fused', 'normalize' or 'scale') that strategy='auto' picks for these sizes.");
     m.attr("DEFAULT_TOPK_BUDGET") = mb::kDefaultTopkBudget;
 }

@@ -35,7 +35,7 @@ _preload_openblas()
 from metric_bindings import _core  # noqa: E402
 
 DEFAULT_TOPK_BUDGET: int = int(_core.DEFAULT_TOPK_BUDGET)
-Strategy = Literal["auto", "normalize", "scale"]
+Strategy = Literal["auto", "normalize", "scale", "fused"]
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -184,7 +184,7 @@ def blas_info() -> str:
 
 
 def choose_strategy(n: int, m: int, d: int) -> str:
-    """The strategy (``"normalize"`` or ``"scale"``) that ``strategy="auto"`` uses for these sizes."""
+    """The strategy (``"fused"``, ``"normalize"`` or ``"scale"``) that ``strategy="auto"`` uses for these sizes."""
     return str(_core.choose_strategy(n, m, d))
 
 

@@ -61,12 +61,12 @@ TYPED_TEST_SUITE(Typed, Types);
 
 }  // namespace
 
-TYPED_TEST(Typed, MatrixMatchesReferenceForBothStrategies) {
+TYPED_TEST(Typed, MatrixMatchesReferenceForEveryStrategy) {
     using T = TypeParam;
     for (auto [n, m, d] : {std::tuple{1, 1, 1}, {3, 5, 7}, {17, 1, 33}, {64, 129, 65}}) {
         auto av = random_matrix<T>(n, d, 1), bv = random_matrix<T>(m, d, 2);
         auto a = mb::MatrixView<T>::row_major(av.data(), n, d), b = mb::MatrixView<T>::row_major(bv.data(), m, d);
-        for (auto s : {mb::Strategy::Auto, mb::Strategy::NormalizeFirst, mb::Strategy::ScaleOutput})
+        for (auto s : {mb::Strategy::Auto, mb::Strategy::NormalizeFirst, mb::Strategy::ScaleOutput, mb::Strategy::Fused})
             expect_matrix(a, b, s);
     }
 }
@@ -83,7 +83,7 @@ TYPED_TEST(Typed, ColumnMajorAndStridedViews) {
     EXPECT_TRUE(mb::blas_compatible(padded));
     mb::MatrixView<T> reversed{av.data() + (n - 1), n, d, -1, n};          // negative stride: copied
     EXPECT_FALSE(mb::blas_compatible(reversed));
-    for (auto s : {mb::Strategy::NormalizeFirst, mb::Strategy::ScaleOutput}) {
+    for (auto s : {mb::Strategy::NormalizeFirst, mb::Strategy::ScaleOutput, mb::Strategy::Fused}) {
         expect_matrix(a, b, s);
         expect_matrix(padded, a, s);
         expect_matrix(reversed, padded, s);
@@ -94,7 +94,7 @@ TYPED_TEST(Typed, ZeroRowsGiveZeroAndNanPropagates) {
     using T = TypeParam;
     std::vector<T> av = {0, 0, 0, 1, 2, 3}, bv = {1, 1, 1, std::numeric_limits<T>::quiet_NaN(), 0, 0};
     auto a = mb::MatrixView<T>::row_major(av.data(), 2, 3), b = mb::MatrixView<T>::row_major(bv.data(), 2, 3);
-    for (auto s : {mb::Strategy::NormalizeFirst, mb::Strategy::ScaleOutput}) {
+    for (auto s : {mb::Strategy::NormalizeFirst, mb::Strategy::ScaleOutput, mb::Strategy::Fused}) {
         std::vector<T> out(4, T(-7));
         mb::cosine_similarity(a, b, out.data(), 2, s);
         EXPECT_EQ(out[0], T(0));
