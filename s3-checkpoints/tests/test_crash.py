@@ -18,8 +18,8 @@ SAVER = str(Path(__file__).with_name("_saver.py"))
 
 
 def _save_and_kill(minio, bucket: str, step: int, kill_at: str) -> str:
-    p = subprocess.Popen([sys.executable, SAVER, minio.endpoint, minio.user, minio.password, bucket, str(step),
-                          "40"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    p = subprocess.Popen([sys.executable, SAVER, minio.endpoint, minio.user, minio.password, bucket,
+                          str(step), "40"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                          env=minio.env(bucket))
     seen = []
     deadline = time.monotonic() + 120

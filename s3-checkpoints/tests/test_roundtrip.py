@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from s3ckpt import CheckpointStore, S3CkptError, capture_rng_state, restore_rng_state
+from s3ckpt import CheckpointStore, IntegrityError, S3CkptError, capture_rng_state, restore_rng_state
 from s3ckpt.streams import S3Reader
 
 
@@ -104,7 +104,9 @@ def test_multipart_object_streams_and_verifies(store: CheckpointStore) -> None:
 def test_reader_random_access(store: CheckpointStore) -> None:
     data = bytes(range(256)) * 40000
     store.client.put_object(Bucket=store.bucket, Key="blob", Body=data)
-    r = S3Reader(store.client, store.bucket, "blob", len(data))
+    import hashlib
+
+    r = S3Reader(store.client, store.bucket, "blob", len(data), hashlib.sha256(data).hexdigest())
     assert r.read(10) == data[:10]
     r.seek(-100, 2)
     assert r.read() == data[-100:]
@@ -112,9 +114,19 @@ def test_reader_random_access(store: CheckpointStore) -> None:
     assert r.read(3) == data[5000:5003]
     r.seek(2, 1)
     assert r.read(4) == data[5005:5009]
-    import hashlib
-
-    assert r.verify() == hashlib.sha256(data).hexdigest()
+    r.verify()
+    # per-part digests (as in a manifest): the same bytes checked part by part
+    ps = 5 * 1024 * 1024
+    parts = [hashlib.sha256(data[i:i + ps]).hexdigest() for i in range(0, len(data), ps)]
+    r = S3Reader(store.client, store.bucket, "blob", len(data), part_size=ps, part_sha256=parts)
+    buf = bytearray(len(data) - 7)
+    r.seek(7)
+    r.readinto(buf)
+    assert bytes(buf) == data[7:]
+    r.verify()
+    bad = S3Reader(store.client, store.bucket, "blob", len(data), "0" * 64)
+    with pytest.raises(IntegrityError, match="SHA-256 mismatch"):
+        bad.verify()
 
 
 def test_async_save_and_error_surfaces(store: CheckpointStore) -> None:

@@ -229,6 +229,7 @@ class CheckpointStore:
                     raise
                 self._s3(f"uploading {key}", w.close)
                 objects.append({"name": name, "key": key, "size": w.size, "sha256": w.sha256,
+                                "part_size": w.part_size, "part_sha256": w.part_sha256,
                                 "s3_checksum_sha256": w.s3_checksum, "format": "torch"})
                 self._emit("object_written", key=key, size=w.size)
             json_objs = {f"meta.{attempt}.json": meta}
@@ -352,12 +353,17 @@ class CheckpointStore:
                 raise IntegrityError(f"step {step}: {o['key']} SHA-256 checksum on the server differs from "
                                      f"the manifest (object replaced or corrupt)")
             if deep:
-                r = S3Reader(self.client, self.bucket, o["key"], int(o["size"]), o["sha256"])
+                r = self._reader(o)
                 try:
                     self._s3(f"reading {o['key']}", r.verify)
                 finally:
                     r.close()
         return self._info(man)
+
+    def _reader(self, o: dict[str, Any]) -> S3Reader:
+        """A verifying reader for one manifest entry (per-part SHA-256 when the manifest has them)."""
+        return S3Reader(self.client, self.bucket, o["key"], int(o["size"]), o["sha256"],
+                        part_size=o.get("part_size"), part_sha256=o.get("part_sha256"))
 
     def verified_steps(self, deep: bool = False) -> list[int]:
         out = []
@@ -404,7 +410,7 @@ class CheckpointStore:
         for o in man["objects"]:
             if o["format"] != "torch" or (parts is not None and o["name"] not in parts):
                 continue
-            r = S3Reader(self.client, self.bucket, o["key"], int(o["size"]), o["sha256"])
+            r = self._reader(o)
             try:
                 try:
                     obj = self._s3(f"reading {o['key']}", lambda r=r: torch.load(
