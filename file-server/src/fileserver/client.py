@@ -14,8 +14,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import queue
 import random
+import re
 import ssl
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -235,8 +238,17 @@ class _Conn(asyncio.Protocol):
         self.f.on_response(self.inflight.popleft(), status, body)
 
 
+_CONTENT_LENGTH = re.compile(rb"\r\ncontent-length[ \t]*:[ \t]*([^\r]*)")
+_TRANSFER_ENCODING = re.compile(rb"\r\ntransfer-encoding[ \t]*:([^\r]*)")
+_CONNECTION = re.compile(rb"\r\nconnection[ \t]*:([^\r]*)")
+
+
 def _parse_head(head: bytes) -> tuple[int, int | None, bool, bool]:
-    """Status, Content-Length, chunked?, Connection: close? from a raw header block (case-insensitive)."""
+    """Status, Content-Length, chunked?, Connection: close? from a raw header block (case-insensitive).
+
+    Regexes over the whole block instead of a per-line loop: this runs once per file, so it is hot.
+    Conflicting Content-Length headers are refused (the classic response-smuggling ambiguity).
+    """
     low = head.lower()
     if not low.startswith(b"http/1.") or len(low) < 12:
         raise _ProtocolError(f"not an HTTP/1.x status line: {head[:40]!r}")
@@ -244,21 +256,21 @@ def _parse_head(head: bytes) -> tuple[int, int | None, bool, bool]:
         status = int(low[9:12])
     except ValueError:
         raise _ProtocolError(f"bad status line: {head[:40]!r}") from None
+    lengths = _CONTENT_LENGTH.findall(low)
     length: int | None = None
-    chunked = close = False
-    for line in low.split(b"\r\n")[1:]:
-        name, _, value = line.partition(b":")
-        name = name.strip()
-        if name == b"content-length":
-            try:
-                length = int(value)
-            except ValueError:
-                raise _ProtocolError("bad Content-Length") from None
-        elif name == b"transfer-encoding":
-            chunked = b"chunked" in value
-        elif name == b"connection":
-            close = b"close" in value
-    if low.startswith(b"http/1.0") and b"keep-alive" not in low:
+    if lengths:
+        try:
+            values = {int(v) for v in lengths}
+        except ValueError:
+            raise _ProtocolError("bad Content-Length") from None
+        if len(values) != 1:
+            raise _ProtocolError("conflicting Content-Length headers")
+        length = values.pop()
+    te = _TRANSFER_ENCODING.search(low)
+    chunked = te is not None and b"chunked" in te.group(1)
+    conn = _CONNECTION.search(low)
+    close = conn is not None and b"close" in conn.group(1)
+    if low.startswith(b"http/1.0") and (conn is None or b"keep-alive" not in conn.group(1)):
         close = True
     if status in (204, 304):
         length = 0
@@ -279,6 +291,7 @@ class Fetcher:
         retries: int = 5,
         timeout: float = 30.0,
         progress: bool = True,
+        writers: int = 1,
     ) -> None:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -299,8 +312,14 @@ class Fetcher:
         self.live: set[_Conn] = set()
         self.result = Result(total=len(entries))
         self.remaining = 0
-        self._made_dirs: set[Path] = set()
+        self._made_dirs: set[str] = set()
         self._out_real = ""
+        self._out_str = str(out)
+        # verified bodies go to writer threads: a slow disk (file creation can take ms on a busy ext4)
+        # then delays the writes, not the network pipeline; bounded, so memory stays bounded too
+        self._writeq: queue.Queue[tuple[Entry, bytes] | None] = queue.Queue(maxsize=4096)
+        self._count_lock = threading.Lock()
+        self.writers = max(1, writers)
         self._bar = None
         self._fatal: str | None = None
 
@@ -312,10 +331,10 @@ class Fetcher:
         ).encode("ascii")
 
     # bookkeeping --------------------------------------------------------------------------------
-    def _settle(self, item: Item) -> None:
+    def _settle(self, item: Item, progress: bool = True) -> None:
         item.done = True
         self.remaining -= 1
-        if self._bar is not None:
+        if progress and self._bar is not None:
             self._bar.update(1)
         if self.remaining == 0:
             for conn in list(self.live):
@@ -338,29 +357,18 @@ class Fetcher:
             conn.refill()
 
     def on_response(self, item: Item, status: int, body: bytes) -> None:
-        path = item.entry.path
         if status == 200:
-            digest = hashlib.sha256(body).hexdigest()
-            if digest != item.entry.sha256:
-                self.result.mismatched[path] = (
-                    f"sha256 {digest[:16]}... != manifest {item.entry.sha256[:16]}..."
-                )
-            else:
-                try:
-                    self._write(path, body)
-                except OSError as exc:
-                    self.result.failed[path] = f"cannot write: {exc}"
-                else:
-                    self.result.downloaded += 1
-                    self.result.bytes += len(body)
-            self._settle(item)
+            # hashing and writing happen on the writer threads (hashlib releases the GIL for bodies > 2 KiB),
+            # so this event-loop thread only parses HTTP and keeps the pipelines full
+            self._writeq.put((item.entry, body))
+            self._settle(item, progress=False)
         elif status in RETRY_STATUSES:
             self._retry(item, f"HTTP {status}")
         elif status in MISSING_STATUSES:
-            self.result.missing[path] = f"HTTP {status}"
+            self.result.missing[item.entry.path] = f"HTTP {status}"
             self._settle(item)
         else:
-            self.result.failed[path] = f"HTTP {status}"
+            self.result.failed[item.entry.path] = f"HTTP {status}"
             self._settle(item)
 
     def connection_ended(self, conn: _Conn, why: str) -> None:
@@ -377,15 +385,35 @@ class Fetcher:
         for other in list(self.live):
             other.refill()
 
+    def _writer(self) -> None:
+        """Verify then write each received body; only a body whose SHA-256 matches the manifest is written."""
+        result = self.result
+        while (job := self._writeq.get()) is not None:
+            entry, body = job
+            digest = hashlib.sha256(body).hexdigest()
+            if digest != entry.sha256:
+                result.mismatched[entry.path] = f"sha256 {digest[:16]}... != manifest {entry.sha256[:16]}..."
+            else:
+                try:
+                    self._write(entry.path, body)
+                except OSError as exc:
+                    result.failed[entry.path] = f"cannot write: {exc.strerror or exc}"
+                else:
+                    with self._count_lock:
+                        result.downloaded += 1
+                        result.bytes += len(body)
+            if self._bar is not None:
+                self._bar.update(1)
+
     def _write(self, path: str, body: bytes) -> None:
         """Write a verified body under ``out`` only: no symlink is followed, no folder outside is touched."""
-        dest = self.out / path
-        parent = dest.parent
+        dest = os.path.join(self._out_str, path)
+        parent = os.path.dirname(dest)
         if parent not in self._made_dirs:
-            parent.mkdir(parents=True, exist_ok=True)
+            os.makedirs(parent, exist_ok=True)
             real = os.path.realpath(parent)
             if real != self._out_real and not real.startswith(self._out_real + os.sep):
-                raise OSError(f"{parent} resolves outside --out ({real})")
+                raise OSError(0, f"{parent} resolves outside --out ({real})")
             self._made_dirs.add(parent)
         fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
         try:
@@ -397,7 +425,7 @@ class Fetcher:
 
     # main loop --------------------------------------------------------------------------------
     def _already_present(self, entry: Entry) -> bool:
-        dest = self.out / entry.path
+        dest = os.path.join(self._out_str, entry.path)
         try:
             st = os.lstat(dest)
         except OSError:
@@ -459,8 +487,9 @@ class Fetcher:
         self.out.mkdir(parents=True, exist_ok=True)
         self._out_real = os.path.realpath(self.out)
         todo = []
+        fresh = not any(True for _ in os.scandir(self.out))  # nothing to resume: skip the per-file checks
         for entry in self.entries:
-            if self._already_present(entry):
+            if not fresh and self._already_present(entry):
                 self.result.skipped += 1
             else:
                 todo.append(Item(entry, self.request_for(entry.path)))
@@ -470,6 +499,9 @@ class Fetcher:
             from tqdm import tqdm
 
             self._bar = tqdm(total=len(todo), unit="file", desc="fetch", mininterval=0.25, leave=False)
+        threads = [threading.Thread(target=self._writer, daemon=True) for _ in range(self.writers)]
+        for t in threads:
+            t.start()
         try:
             if todo:
                 workers = [
@@ -485,6 +517,10 @@ class Fetcher:
                     if not item.done:
                         self.result.failed[item.entry.path] = self._fatal or "not downloaded"
         finally:
+            for _ in threads:
+                self._writeq.put(None)
+            for t in threads:
+                await asyncio.get_running_loop().run_in_executor(None, t.join)
             if self._bar is not None:
                 self._bar.close()
         self.result.seconds = time.perf_counter() - start

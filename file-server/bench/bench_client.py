@@ -1,0 +1,167 @@
+"""Client benchmark: verified files/s for a 10,000-file pool, ours vs a naive ``requests.get`` loop.
+
+Both sides download from the same native nginx, check SHA-256 against the manifest and write the file.
+Measured on loopback and through ``delay_proxy.py`` (20 ms round trip). Every loop is bounded in count and
+time. Run: ``make bench`` or ``.venv/bin/python bench/bench_client.py [--count 10000]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+from fileserver.client import Fetcher
+from fileserver.manifest import Entry, parse_sums
+from fileserver.nginx import NativeNginx, free_port
+from fileserver.pool import generate
+
+HERE = Path(__file__).resolve().parent
+RUN = HERE.parent / "run" / "bench"
+
+
+def ours(url: str, entries: list[Entry], out: Path, jobs: int, depth: int) -> float:
+    shutil.rmtree(out, ignore_errors=True)
+    result = Fetcher(url, out, entries, jobs=jobs, depth=depth, progress=False).run_sync()
+    assert result.ok and result.downloaded == len(entries), result.summary()
+    return result.downloaded / result.seconds
+
+
+def naive(url: str, entries: list[Entry], out: Path, max_files: int, max_seconds: float) -> float:
+    """What people write first: requests.get per file (a new connection each time), hash, write."""
+    shutil.rmtree(out, ignore_errors=True)
+    start = time.perf_counter()
+    done = 0
+    for e in entries[:max_files]:
+        r = requests.get(url + e.path, timeout=30)
+        r.raise_for_status()
+        assert hashlib.sha256(r.content).hexdigest() == e.sha256
+        dest = out / e.path
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(r.content)
+        done += 1
+        if time.perf_counter() - start > max_seconds:
+            break
+    return done / (time.perf_counter() - start)
+
+
+def session_loop(url: str, entries: list[Entry], out: Path, max_files: int, max_seconds: float) -> float:
+    """The better-known fix: one requests.Session (keep-alive), still one request at a time."""
+    shutil.rmtree(out, ignore_errors=True)
+    start = time.perf_counter()
+    done = 0
+    with requests.Session() as s:
+        for e in entries[:max_files]:
+            r = s.get(url + e.path, timeout=30)
+            assert hashlib.sha256(r.content).hexdigest() == e.sha256
+            dest = out / e.path
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_bytes(r.content)
+            done += 1
+            if time.perf_counter() - start > max_seconds:
+                break
+    return done / (time.perf_counter() - start)
+
+
+def best_of(n: int, fn, *args) -> tuple[float, list[float]]:  # noqa: ANN001
+    runs = [fn(*args) for _ in range(n)]
+    return statistics.median(runs), runs
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--count", type=int, default=10_000)
+    ap.add_argument("--rtt-ms", type=float, default=20.0)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("-j", "--jobs", type=int, default=4)
+    ap.add_argument("--depth", type=int, default=32)
+    ap.add_argument(
+        "--out-dir",
+        type=Path,
+        default=Path("/dev/shm/fileserver-bench") if Path("/dev/shm").is_dir() else RUN / "out",
+        help="where downloads land (default tmpfs /dev/shm: measures network + verify, not the disk)",
+    )
+    args = ap.parse_args()
+
+    pool = RUN / f"pool-{args.count}"
+    if not (pool / "SHA256SUMS").is_file():
+        generate(pool, args.count, seed=0)
+    entries = parse_sums((pool / "SHA256SUMS").read_text())
+    out = args.out_dir
+    print(f"pool {pool} ({len(entries)} files), downloads to {out}", flush=True)
+    rows = []
+    with NativeNginx(root=pool, prefix=RUN / "nginx") as server:
+        url = server.url
+        for j, d in ((args.jobs, args.depth), (1, 1), (16, 1)):
+            ours(url, entries[:500], out, j, d)  # warm the page cache and nginx's open_file_cache
+            med, runs = best_of(args.repeat, ours, url, entries, out, j, d)
+            label = f"fileserver fetch -j {j} --depth {d}"
+            rows.append(("loopback", label, len(entries), med, runs))
+            print(f"loopback  {label:38s} {med:9,.0f} files/s  runs={[round(r) for r in runs]}", flush=True)
+        med, runs = best_of(1, naive, url, entries, out, len(entries), 60.0)
+        rows.append(("loopback", "naive requests.get loop", len(entries), med, runs))
+        print(f"loopback  {'naive requests.get loop':38s} {med:9,.0f} files/s", flush=True)
+        med, runs = best_of(1, session_loop, url, entries, out, len(entries), 60.0)
+        rows.append(("loopback", "requests.Session loop", len(entries), med, runs))
+        print(f"loopback  {'requests.Session loop':38s} {med:9,.0f} files/s", flush=True)
+
+        port = free_port()
+        proxy = subprocess.Popen(
+            [
+                sys.executable,
+                str(HERE / "delay_proxy.py"),
+                str(port),
+                server.host,
+                str(server.port),
+                str(args.rtt_ms),
+                "900",
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert proxy.stdout is not None and proxy.stdout.readline().strip() == "ready"
+            purl = f"http://127.0.0.1:{port}/"
+            where = f"{args.rtt_ms:.0f} ms RTT"
+            for j, d in ((args.jobs, args.depth), (16, 1)):
+                med, runs = best_of(args.repeat, ours, purl, entries, out, j, d)
+                label = f"fileserver fetch -j {j} --depth {d}"
+                rows.append((where, label, len(entries), med, runs))
+                print(
+                    f"{where}  {label:38s} {med:9,.0f} files/s  runs={[round(r) for r in runs]}", flush=True
+                )
+            n = 300
+            med, _ = best_of(1, naive, purl, entries, out, n, 30.0)
+            rows.append((where, "naive requests.get loop", n, med, [med]))
+            print(
+                f"{where}  {'naive requests.get loop':38s} {med:9,.0f} files/s (first {n} files)", flush=True
+            )
+            med, _ = best_of(1, session_loop, purl, entries, out, n, 30.0)
+            rows.append((where, "requests.Session loop", n, med, [med]))
+            print(f"{where}  {'requests.Session loop':38s} {med:9,.0f} files/s (first {n} files)", flush=True)
+        finally:
+            proxy.terminate()
+            proxy.wait(10)
+    shutil.rmtree(out, ignore_errors=True)
+
+    print("\n| network | client | files | verified files/s | vs naive |\n| --- | --- | ---: | ---: | ---: |")
+    for where in dict.fromkeys(r[0] for r in rows):
+        base = next(r[3] for r in rows if r[0] == where and r[1].startswith("naive"))
+        for w, label, n, med, _ in rows:
+            if w == where:
+                print(f"| {w} | {label} | {n:,} | {med:,.0f} | {med / base:.1f}x |")
+    (HERE / "results").mkdir(exist_ok=True)
+    (HERE / "results" / "client.json").write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
