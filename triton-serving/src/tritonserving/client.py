@@ -94,6 +94,18 @@ def default_sentences() -> dict[str, list[str]]:
     return {name: read_lines(ASSETS / f"{name}.txt") for name in ("eval_sentences", "queries", "corpus")}
 
 
+def save_figure(fig, title: str, png: Path) -> Path:
+    """Title, tight layout, write ``png`` (parents created), close: the common tail of every plot here."""
+    import matplotlib.pyplot as plt
+
+    fig.suptitle(title)
+    fig.tight_layout()
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+    return png
+
+
 # ------------------------------------------------------------------------------------------------- Triton
 def _split_url(url: str) -> str:
     """tritonclient wants host:port, people type http://host:port."""

@@ -23,7 +23,15 @@ from pathlib import Path
 
 import numpy as np
 
-from tritonserving.client import BUILD, FOLDER, ClientError, Tokenizer, TritonForms, default_sentences
+from tritonserving.client import (
+    BUILD,
+    FOLDER,
+    ClientError,
+    Tokenizer,
+    TritonForms,
+    default_sentences,
+    save_figure,
+)
 
 DEFAULT_CONFIG = FOLDER / "drift-thresholds.json"
 #: used when no config file exists; a config file overrides key by key
@@ -246,12 +254,7 @@ def plot_heatmaps(cmp: Comparison, png: Path) -> Path:
                 colour = "black" if (dark if cmap == "viridis" else not dark) else "white"
                 ax.text(j, i, fmt.format(mat[i, j]), ha="center", va="center", fontsize=8, color=colour)
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
-    fig.suptitle("Triton forms compared on the same sentences (served embeddings)")
-    fig.tight_layout()
-    png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png, dpi=110)
-    plt.close(fig)
-    return png
+    return save_figure(fig, "Triton forms compared on the same sentences (served embeddings)", png)
 
 
 # -------------------------------------------------------------------------------------------------- run

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from tritonserving import INPUT_NAMES
-from tritonserving.client import BUILD, ClientError, Tokenizer, TritonForms, default_sentences
+from tritonserving.client import BUILD, ClientError, Tokenizer, TritonForms, default_sentences, save_figure
 
 SEQ_LENS = (16, 64, 128)
 #: samples per sequence length in the input data (perf_analyzer cycles through them)
@@ -255,12 +255,7 @@ def plot(points: list[Point], png: Path) -> Path:
         ax.set_ylabel("throughput (sequences/s)")
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
-    fig.suptitle("Triton (native CPU, python backend) via perf_analyzer; labels = concurrency")
-    fig.tight_layout()
-    png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png, dpi=110)
-    plt.close(fig)
-    return png
+    return save_figure(fig, "Native Triton (CPU, python backend), perf_analyzer; labels = concurrency", png)
 
 
 def write_csv(points: list[Point], path: Path) -> None:
