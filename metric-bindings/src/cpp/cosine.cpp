@@ -14,6 +14,7 @@
 #include <cstdlib>
 #include <cmath>
 #include <limits>
+#include <memory>
 #include <sstream>
 #include <stdexcept>
 #include <thread>
@@ -97,6 +98,26 @@ void parallel_for(std::int64_t n, std::int64_t grain, F&& f) {
 
 // ---------------------------------------------------------------- BLAS operands
 
+/// Growable scratch buffer that is NOT zero-filled (std::vector would write every byte once more, and for a
+/// normalised copy of a large B that is a whole extra pass over memory).
+template <typename T>
+class Buffer {
+   public:
+    void resize(std::size_t count) {
+        if (count > cap_) {
+            data_.reset(new T[count]);
+            cap_ = count;
+        }
+    }
+    T* data() { return data_.get(); }
+    const T* data() const { return data_.get(); }
+    T& operator[](std::size_t i) { return data_[i]; }
+
+   private:
+    std::unique_ptr<T[]> data_;
+    std::size_t cap_ = 0;
+};
+
 /// A matrix as BLAS sees it: element (i, j) is ptr[i * ld + j] (row-major) or ptr[i + j * ld] (column-major).
 template <typename T>
 struct Operand {
@@ -130,7 +151,7 @@ bool blas_layout(const MatrixView<T>& v, Operand<T>& op) {
 
 /// Rows [r0, r1) of v as a BLAS operand: in place when possible, else copied (row-major) into buf.
 template <typename T>
-Operand<T> rows_operand(const MatrixView<T>& v, std::int64_t r0, std::int64_t r1, std::vector<T>& buf) {
+Operand<T> rows_operand(const MatrixView<T>& v, std::int64_t r0, std::int64_t r1, Buffer<T>& buf) {
     Operand<T> op;
     if (blas_layout(v, op)) {
         op.ptr = op.row(r0);
@@ -225,11 +246,12 @@ std::int64_t tile_rows(std::int64_t d, std::int64_t total, std::size_t bytes = k
 
 /// A copy of v with unit rows (row-major, packed).
 template <typename T>
-std::vector<T> normalized_copy(const MatrixView<T>& v) {
+Buffer<T> normalized_copy(const MatrixView<T>& v) {
     const std::int64_t n = v.rows, d = v.cols;
-    std::vector<T> out(static_cast<std::size_t>(n * d));
+    Buffer<T> out;
+    out.resize(static_cast<std::size_t>(std::max<std::int64_t>(n * d, 1)));
     std::vector<T> inv(static_cast<std::size_t>(n));
-    std::vector<T> scratch;
+    Buffer<T> scratch;
     const Operand<T> op = rows_operand(v, 0, n, scratch);
     inverse_norms(op, n, d, inv.data());
     parallel_for(n, std::max<std::int64_t>(1, (std::int64_t{1} << 16) / std::max<std::int64_t>(d, 1)),
@@ -412,7 +434,8 @@ void cosine_similarity(const MatrixView<T>& a, const MatrixView<T>& b, T* out, s
         const bool a_small = n <= m;
         const MatrixView<T>& sv = a_small ? a : b;
         const MatrixView<T>& bv = a_small ? b : a;
-        std::vector<T> small_buf, inv_small(static_cast<std::size_t>(sv.rows)), big_buf;
+        std::vector<T> inv_small(static_cast<std::size_t>(sv.rows));
+        Buffer<T> small_buf, big_buf;
         Operand<T> sop = rows_operand(MatrixView<T>{sv.data, sv.rows, sv.cols, sv.row_stride, sv.col_stride}, 0,
                                       sv.rows, small_buf);
         if (sop.col_major || (sop.ld != d && sv.rows > 1)) {  // force a packed row-major copy
@@ -439,8 +462,8 @@ void cosine_similarity(const MatrixView<T>& a, const MatrixView<T>& b, T* out, s
     }
 
     if (strategy == Strategy::NormalizeFirst) {
-        const std::vector<T> an = normalized_copy(a);
-        const std::vector<T> bn = normalized_copy(b);
+        const Buffer<T> an = normalized_copy(a);
+        const Buffer<T> bn = normalized_copy(b);
         const std::int64_t ld = std::max<std::int64_t>(d, 1);
         gemm_abt(Operand<T>{an.data(), ld, false}, Operand<T>{bn.data(), ld, false}, n, m, d, out, ldo);
         return;
@@ -453,7 +476,7 @@ void cosine_similarity(const MatrixView<T>& a, const MatrixView<T>& b, T* out, s
     //  3. one pass scaling the output by inv_a[i] * inv_b[j] (our threads). No copy of B is ever made unless
     //  BLAS cannot read its layout (then one tile at a time).
     std::vector<T> inv_a(static_cast<std::size_t>(n)), inv_b(static_cast<std::size_t>(m));
-    std::vector<T> buf_a, buf_b;
+    Buffer<T> buf_a, buf_b;
     const std::int64_t nb = tile_rows<T>(d, n), mb = tile_rows<T>(d, m);
     for (std::int64_t i0 = 0; i0 < n; i0 += nb)
         inverse_norms(rows_operand(a, i0, std::min(n, i0 + nb), buf_a), std::min(n, i0 + nb) - i0, d, inv_a.data() + i0);
@@ -557,9 +580,9 @@ void topk_cosine(const MatrixView<T>& a, const MatrixView<T>& b, std::int64_t k,
     // Otherwise GEMM per tile; then our own work stays on this thread, because OpenBLAS workers spin between
     // calls and sharing the cores with them collapses throughput on a busy machine.
     const bool fused = n <= kFusedMaxRows;
-    std::vector<T> scores(static_cast<std::size_t>(nb * mb)), inv_a(static_cast<std::size_t>(fused ? n : nb)),
-        inv_b(static_cast<std::size_t>(mb));
-    std::vector<T> buf_a, buf_b, small;
+    std::vector<T> inv_a(static_cast<std::size_t>(fused ? n : nb)), inv_b(static_cast<std::size_t>(mb));
+    Buffer<T> scores, buf_a, buf_b, small;
+    scores.resize(static_cast<std::size_t>(nb * mb));
     if (fused) {  // A packed row-major with its inverse norms, once
         small.resize(static_cast<std::size_t>(n * d));
         for (std::int64_t i = 0; i < n; ++i)
@@ -640,7 +663,7 @@ void gemm_nt(const MatrixView<T>& a, const MatrixView<T>& b, T* c, std::int64_t 
     check_pair("gemm_nt", a, b);
     if (a.rows == 0 || b.rows == 0) return;
     if (c == nullptr || ldc < b.rows) throw std::invalid_argument("gemm_nt: bad output buffer");
-    std::vector<T> ba, bb;
+    Buffer<T> ba, bb;
     gemm_abt(rows_operand(a, 0, a.rows, ba), rows_operand(b, 0, b.rows, bb), a.rows, b.rows, a.cols, c, ldc);
 }
 

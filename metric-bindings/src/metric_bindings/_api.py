@@ -184,7 +184,7 @@ def blas_info() -> str:
 
 
 def choose_strategy(n: int, m: int, d: int) -> str:
-    """The strategy (``"fused"``, ``"normalize"`` or ``"scale"``) that ``strategy="auto"`` uses for these sizes."""
+    """The strategy (``"fused"``, ``"normalize"`` or ``"scale"``) that ``strategy="auto"`` uses here."""
     return str(_core.choose_strategy(n, m, d))
 
 

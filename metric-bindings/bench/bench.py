@@ -1,0 +1,302 @@
+"""Side-by-side timings: metric_bindings vs what a user would otherwise write, in one process, same inputs.
+
+Full matrix (N, M, D): ours | a bare sgemm on pre-normalised inputs (the floor: same BLAS, no norms) |
+numpy normalise + matmul | scikit-learn cosine_similarity | torch normalise + mm.
+Row-wise (N, D): ours | numpy einsum / norms | torch F.cosine_similarity(dim=1).
+Top-k: ours | numpy normalise + matmul + argpartition | torch mm + topk.
+Medians of --repeat runs after one warm-up; ratios are "their time / our time" (> 1: we are faster).
+Also the machine's sgemm GFLOP/s measured in the same run, and our share of it.
+
+Run it as `make bench` (or `make bench-quick`), which unsets OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE for this
+command only, so that numpy's OpenBLAS picks its best kernel; the kernel each BLAS runs is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+import metric_bindings as mb
+from metric_bindings import _core
+
+FULL = [(1, 100_000, 512), (256, 100_000, 512), (4096, 4096, 512), (4096, 4096, 64), (100_000, 16, 768),
+        (2048, 2048, 2048)]
+ROWWISE = [(1_000_000, 128), (100_000, 768)]
+TOPK = [(256, 100_000, 512, 10), (1, 1_000_000, 128, 10)]
+QUICK_FULL = [(1, 20_000, 512), (64, 20_000, 512), (1024, 1024, 512), (1024, 1024, 64), (20_000, 16, 768),
+              (1024, 1024, 1024)]
+QUICK_ROWWISE = [(200_000, 128), (20_000, 768)]
+QUICK_TOPK = [(64, 20_000, 512, 10)]
+
+
+def median_time(fn: Callable[[], object], repeat: int) -> float:
+    fn()  # warm-up (page faults, thread pools, caches)
+    ts = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return float(np.median(ts))
+
+
+def blas_report() -> list[str]:
+    """Which OpenBLAS each library runs (threadpoolctl sees numpy's and ours; torch reports its own)."""
+    lines = [f"metric_bindings: {mb.blas_info()}"]
+    try:
+        from threadpoolctl import threadpool_info
+
+        for info in threadpool_info():
+            lines.append(
+                f"threadpoolctl: {info.get('internal_api')} {info.get('version')} "
+                f"arch={info.get('architecture')} threads={info.get('num_threads')} "
+                f"({Path(info['filepath']).name})"
+            )
+    except ImportError:
+        lines.append("threadpoolctl not installed")
+    core, l2 = (os.environ.get(v, "<unset>") for v in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"))
+    lines.append(f"env: OPENBLAS_CORETYPE={core} OPENBLAS_L2_SIZE={l2}")
+    return lines
+
+
+def normalize(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def time_full(a: np.ndarray, b: np.ndarray, repeat: int, torch, sk_cos) -> dict[str, float]:
+    """Every full-matrix method on the same (a, b)."""
+    an, bn = normalize(a), normalize(b)
+    out = np.empty((a.shape[0], b.shape[0]), np.float32)
+    ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+    F = torch.nn.functional
+    return {
+        "ours": median_time(lambda: mb.cosine_similarity(a, b), repeat),
+        "ours (out=)": median_time(lambda: mb.cosine_similarity(a, b, out=out), repeat),
+        "bare sgemm": median_time(lambda: _core.gemm_nt(an, bn, out), repeat),
+        "numpy": median_time(lambda: normalize(a) @ normalize(b).T, repeat),
+        "sklearn": median_time(lambda: sk_cos(a, b), repeat),
+        "torch": median_time(lambda: F.normalize(ta, dim=1) @ F.normalize(tb, dim=1).T, repeat),
+    }
+
+
+def bench_full(shapes, repeat: int, rng: np.random.Generator, torch, sk_cos, progress) -> list[dict]:
+    rows = []
+    for n, m, d in shapes:
+        a = rng.standard_normal((n, d), dtype=np.float32)
+        b = rng.standard_normal((m, d), dtype=np.float32)
+        times = time_full(a, b, repeat, torch, sk_cos)
+        rows.append(
+            {"shape": [n, m, d], "strategy": mb.choose_strategy(n, m, d), "flops": 2.0 * n * m * d,
+             "times": times}
+        )
+        progress.update(1)
+    return rows
+
+
+def time_rowwise(a: np.ndarray, b: np.ndarray, repeat: int, torch) -> dict[str, float]:
+    ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+    out = np.empty(a.shape[0], np.float32)
+
+    def numpy_rowwise() -> np.ndarray:
+        return np.einsum("ij,ij->i", a, b) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+    return {
+        "ours": median_time(lambda: mb.paired_cosine_similarity(a, b), repeat),
+        "ours (out=)": median_time(lambda: mb.paired_cosine_similarity(a, b, out=out), repeat),
+        "numpy einsum": median_time(numpy_rowwise, repeat),
+        "torch F.cosine_similarity": median_time(
+            lambda: torch.nn.functional.cosine_similarity(ta, tb, dim=1), repeat
+        ),
+    }
+
+
+def bench_rowwise(shapes, repeat: int, rng: np.random.Generator, torch, progress) -> list[dict]:
+    rows = []
+    for n, d in shapes:
+        a = rng.standard_normal((n, d), dtype=np.float32)
+        b = rng.standard_normal((n, d), dtype=np.float32)
+        times = time_rowwise(a, b, repeat, torch)
+        rows.append({"shape": [n, d], "bytes": a.nbytes + b.nbytes, "times": times})
+        progress.update(1)
+    return rows
+
+
+def time_topk(a: np.ndarray, b: np.ndarray, k: int, repeat: int, torch) -> dict[str, float]:
+    ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+    F = torch.nn.functional
+
+    def numpy_topk() -> tuple[np.ndarray, np.ndarray]:
+        s = normalize(a) @ normalize(b).T
+        part = np.argpartition(-s, k - 1, axis=1)[:, :k]
+        vals = np.take_along_axis(s, part, 1)
+        order = np.argsort(-vals, axis=1)
+        return np.take_along_axis(vals, order, 1), np.take_along_axis(part, order, 1)
+
+    return {
+        "ours": median_time(lambda: mb.topk_cosine(a, b, k), repeat),
+        "numpy": median_time(numpy_topk, repeat),
+        "torch": median_time(
+            lambda: torch.topk(F.normalize(ta, dim=1) @ F.normalize(tb, dim=1).T, k, dim=1), repeat
+        ),
+    }
+
+
+def bench_topk(shapes, repeat: int, rng: np.random.Generator, torch, progress) -> list[dict]:
+    rows = []
+    for n, m, d, k in shapes:
+        a = rng.standard_normal((n, d), dtype=np.float32)
+        b = rng.standard_normal((m, d), dtype=np.float32)
+        rows.append({"shape": [n, m, d, k], "times": time_topk(a, b, k, repeat, torch)})
+        progress.update(1)
+    return rows
+
+
+def table_full(rows: list[dict], peak: float) -> list[str]:
+    out = [
+        "| (N, M, D) | strategy | ours ms | bare sgemm ms | ours % of bare sgemm | ours GFLOP/s (% of peak) "
+        "| numpy ms (x) | sklearn ms (x) | torch ms (x) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        t = r["times"]
+        ours = t["ours"]
+        gf = r["flops"] / ours / 1e9
+        out.append(
+            f"| {tuple(r['shape'])} | {r['strategy']} | {ours * 1e3:.1f} | {t['bare sgemm'] * 1e3:.1f} | "
+            f"{t['bare sgemm'] / ours * 100:.0f}% | {gf:.0f} ({gf / peak * 100:.0f}%) | "
+            f"{t['numpy'] * 1e3:.1f} ({t['numpy'] / ours:.2f}x) | "
+            f"{t['sklearn'] * 1e3:.1f} ({t['sklearn'] / ours:.2f}x) | "
+            f"{t['torch'] * 1e3:.1f} ({t['torch'] / ours:.2f}x) |"
+        )
+    return out
+
+
+def table_rowwise(rows: list[dict]) -> list[str]:
+    out = ["| (N, D) | ours ms (GB/s) | numpy einsum ms (x) | torch F.cosine_similarity ms (x) |",
+           "|---|---|---|---|"]
+    for r in rows:
+        t = r["times"]
+        ours = t["ours"]
+        out.append(
+            f"| {tuple(r['shape'])} | {ours * 1e3:.1f} ({r['bytes'] / ours / 1e9:.1f}) | "
+            f"{t['numpy einsum'] * 1e3:.1f} ({t['numpy einsum'] / ours:.2f}x) | "
+            f"{t['torch F.cosine_similarity'] * 1e3:.1f} ({t['torch F.cosine_similarity'] / ours:.2f}x) |"
+        )
+    return out
+
+
+def table_topk(rows: list[dict]) -> list[str]:
+    out = ["| (N, M, D, k) | ours ms | numpy matmul+argpartition ms (x) | torch mm+topk ms (x) |",
+           "|---|---|---|---|"]
+    for r in rows:
+        t = r["times"]
+        out.append(
+            f"| {tuple(r['shape'])} | {t['ours'] * 1e3:.1f} | "
+            f"{t['numpy'] * 1e3:.1f} ({t['numpy'] / t['ours']:.2f}x) | "
+            f"{t['torch'] * 1e3:.1f} ({t['torch'] / t['ours']:.2f}x) |"
+        )
+    return out
+
+
+def plot(full: list[dict], rowwise: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels, series = [], {"numpy": [], "sklearn": [], "torch": []}
+    for r in full:
+        labels.append(str(tuple(r["shape"])))
+        for k in series:
+            series[k].append(r["times"][k] / r["times"]["ours"])
+    for r in rowwise:
+        labels.append(f"row-wise {tuple(r['shape'])}")
+        series["numpy"].append(r["times"]["numpy einsum"] / r["times"]["ours"])
+        series["sklearn"].append(np.nan)
+        series["torch"].append(r["times"]["torch F.cosine_similarity"] / r["times"]["ours"])
+    fig, ax = plt.subplots(figsize=(11, 4.5))
+    x = np.arange(len(labels))
+    for i, (k, v) in enumerate(series.items()):
+        ax.bar(x + (i - 1) * 0.27, v, 0.27, label=k)
+    ax.axhline(1, color="black", lw=0.8)
+    ax.set_xticks(x, labels, rotation=25, ha="right", fontsize=8)
+    ax.set_ylabel("their time / our time (higher: we are faster)")
+    ax.set_yscale("log")
+    ax.legend()
+    ax.set_title("metric_bindings speed-up (medians, same inputs, one process)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def time_sgemm(rng: np.random.Generator, sq: int, repeat: int) -> tuple[float, float]:
+    """Bare sgemm (sq, sq, 512) through our scipy-openblas32 and through numpy's OpenBLAS."""
+    a = normalize(rng.standard_normal((sq, 512), dtype=np.float32))
+    c = np.empty((sq, sq), np.float32)
+    return (median_time(lambda: _core.gemm_nt(a, a, c), repeat),
+            median_time(lambda: np.matmul(a, a.T, out=c), repeat))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="smaller shapes (about 10x less work)")
+    p.add_argument("--repeat", type=int, default=5, help="timed runs per method, median reported (>= 5)")
+    p.add_argument("--out", type=Path, default=Path(__file__).parent / "results", help="results folder")
+    args = p.parse_args(argv)
+    if args.repeat < 5:
+        p.error("--repeat must be >= 5")
+    import torch
+    from sklearn.metrics.pairwise import cosine_similarity as sk_cos
+    from tqdm import tqdm
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    full = QUICK_FULL if args.quick else FULL
+    rowwise = QUICK_ROWWISE if args.quick else ROWWISE
+    topk = QUICK_TOPK if args.quick else TOPK
+    header = [f"python {platform.python_version()}, numpy {np.__version__}, torch {torch.__version__}, "
+              f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}"] + blas_report()
+    for line in header:
+        print(line)
+    rng = np.random.default_rng(0)
+
+    # The machine's sgemm rate, measured here: our BLAS and numpy's on square pre-normalised inputs.
+    sq = 1024 if args.quick else 4096
+    t_ours, t_np = time_sgemm(rng, sq, args.repeat)
+    flops = 2.0 * sq * sq * 512
+    peak = max(flops / t_ours, flops / t_np) / 1e9
+    peak_line = (f"sgemm ({sq}, {sq}, 512): scipy-openblas32 {flops / t_ours / 1e9:.0f} GFLOP/s, numpy "
+                 f"{flops / t_np / 1e9:.0f} GFLOP/s -> peak used below: {peak:.0f} GFLOP/s")
+    print(peak_line)
+
+    with tqdm(total=len(full) + len(rowwise) + len(topk), desc="benchmarks", file=sys.stderr) as progress:
+        full_rows = bench_full(full, args.repeat, rng, torch, sk_cos, progress)
+        row_rows = bench_rowwise(rowwise, args.repeat, rng, torch, progress)
+        topk_rows = bench_topk(topk, args.repeat, rng, torch, progress)
+
+    cmd = "make bench-quick" if args.quick else "make bench"
+    md = [f"Command: `{cmd}` (medians of {args.repeat} runs after a warm-up; (x) = their time / ours)", ""]
+    md += [f"- {line}" for line in header + [peak_line]] + ["", "Full matrix, float32:", ""]
+    md += table_full(full_rows, peak) + ["", "Row-wise, float32:", ""] + table_rowwise(row_rows)
+    md += ["", "Top-k, float32:", ""] + table_topk(topk_rows)
+    text = "\n".join(md)
+    print()
+    print(text)
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = "bench-quick" if args.quick else "bench"
+    (args.out / f"{stem}.md").write_text(text + "\n")
+    (args.out / f"{stem}.json").write_text(json.dumps(
+        {"header": header, "peak_gflops": peak, "full": full_rows, "rowwise": row_rows, "topk": topk_rows},
+        indent=1))
+    plot(full_rows, row_rows, args.out / f"{stem}.png")
+    print(f"\nwritten: {args.out / (stem + '.md')}, .json, .png")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
