@@ -119,7 +119,7 @@ def main() -> None:
     p.add_argument("--tensors", type=int, default=16)
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--part-mib", type=int, default=8)
-    p.add_argument("--inflight", type=int, default=4)
+    p.add_argument("--inflight", type=int, default=5)
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--mode", help=argparse.SUPPRESS)
     p.add_argument("--step", type=int, default=1, help=argparse.SUPPRESS)

@@ -116,8 +116,8 @@ class CheckpointStore:
 
     def __init__(self, bucket: str | None = None, prefix: str | None = None, run: str = "default", *,
                  settings: S3Settings | None = None, client: Any = None, part_size: int = 8 * MiB,
-                 max_inflight: int = 4, stale_after: float = 3600.0, on_event: EventHook | None = None,
-                 check: bool = True) -> None:
+                 max_inflight: int = 5, stale_after: float = 3600.0, on_event: EventHook | None = None,
+                 whole_object_sha256: bool = False, check: bool = True) -> None:
         self.settings = (settings or S3Settings()).with_overrides(bucket=bucket, prefix=prefix)
         self.bucket = self.settings.bucket
         self.prefix = self.settings.prefix.strip("/")
@@ -126,6 +126,7 @@ class CheckpointStore:
         self.run = run
         self.client = client or make_client(self.settings, max_pool=max(16, 2 * max_inflight + 4))
         self.part_size, self.max_inflight, self.stale_after = part_size, max_inflight, stale_after
+        self.whole_object_sha256 = whole_object_sha256
         self.on_event = on_event
         self._async: ThreadPoolExecutor | None = None
         self._pending: Future[CheckpointInfo] | None = None
@@ -220,7 +221,7 @@ class CheckpointStore:
                 key = f"{sp}{name}.{attempt}.pt"
                 written.append(key)
                 w = S3Writer(self.client, self.bucket, key, part_size=self.part_size,
-                             max_inflight=self.max_inflight,
+                             max_inflight=self.max_inflight, whole_sha256=self.whole_object_sha256,
                              on_part=lambda n, sz, k=key: self._emit("part_uploaded", key=k, part=n, size=sz))
                 try:
                     torch.save(obj, w)
@@ -228,9 +229,11 @@ class CheckpointStore:
                     w.abort()
                     raise
                 self._s3(f"uploading {key}", w.close)
-                objects.append({"name": name, "key": key, "size": w.size, "sha256": w.sha256,
-                                "part_size": w.part_size, "part_sha256": w.part_sha256,
-                                "s3_checksum_sha256": w.s3_checksum, "format": "torch"})
+                entry = {"name": name, "key": key, "size": w.size, "part_size": w.part_size,
+                         "part_sha256": w.part_sha256, "s3_checksum_sha256": w.s3_checksum, "format": "torch"}
+                if w.sha256:
+                    entry["sha256"] = w.sha256
+                objects.append(entry)
                 self._emit("object_written", key=key, size=w.size)
             json_objs = {f"meta.{attempt}.json": meta}
             if "hparams" in meta:
@@ -362,7 +365,7 @@ class CheckpointStore:
 
     def _reader(self, o: dict[str, Any]) -> S3Reader:
         """A verifying reader for one manifest entry (per-part SHA-256 when the manifest has them)."""
-        return S3Reader(self.client, self.bucket, o["key"], int(o["size"]), o["sha256"],
+        return S3Reader(self.client, self.bucket, o["key"], int(o["size"]), o.get("sha256"),
                         part_size=o.get("part_size"), part_sha256=o.get("part_sha256"))
 
     def verified_steps(self, deep: bool = False) -> list[int]:
@@ -435,14 +438,30 @@ class CheckpointStore:
         paths = []
         for o in man["objects"] + [{"key": self.step_prefix(step) + MANIFEST}]:
             path = os.path.join(dest, o["key"].rsplit("/", 1)[1])
-            h = hashlib.sha256()
             body = self._s3(f"reading {o['key']}",
                             lambda o=o: self.client.get_object(Bucket=self.bucket, Key=o["key"])["Body"])
+            # hash per part (the manifest's part digests) and, if recorded, the whole object
+            psize = int(o.get("part_size") or 0) or None
+            parts, whole, part = [], hashlib.sha256(), hashlib.sha256()
+            in_part = 0
             with open(path, "wb") as f:
                 for chunk in iter(lambda body=body: body.read(MiB), b""):
-                    h.update(chunk)
                     f.write(chunk)
-            if "sha256" in o and h.hexdigest() != o["sha256"]:
+                    whole.update(chunk)
+                    mv = memoryview(chunk)
+                    while psize and len(mv):
+                        take = min(len(mv), psize - in_part)
+                        part.update(mv[:take])
+                        in_part += take
+                        mv = mv[take:]
+                        if in_part == psize:
+                            parts.append(part.hexdigest())
+                            part, in_part = hashlib.sha256(), 0
+            if in_part:
+                parts.append(part.hexdigest())
+            bad = ("part_sha256" in o and parts != o["part_sha256"]) or \
+                  ("sha256" in o and whole.hexdigest() != o["sha256"])
+            if bad:
                 raise IntegrityError(f"{o['key']}: SHA-256 mismatch while downloading (corrupt object)")
             paths.append(path)
         return paths

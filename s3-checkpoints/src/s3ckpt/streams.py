@@ -2,10 +2,12 @@
 connector for PyTorch (``S3Writer`` / ``S3Reader``).
 
 Why: a checkpoint can be larger than the RAM left over by training. ``torch.save(obj, S3Writer(...))`` never
-builds the serialised bytes in memory: each ``write`` is hashed (SHA-256 of the whole object, for the
-manifest) and copied into a part buffer; a full part is handed to a small thread pool that uploads it with
-its own ``x-amz-checksum-sha256`` (the server checks it). At most ``max_inflight`` parts exist at once, so the
-extra memory is bounded by ``(max_inflight + 1) * part_size`` whatever the checkpoint size.
+builds the serialised bytes in memory: each ``write`` is copied into a part buffer; a full part is handed to
+a small thread pool that hashes it (SHA-256, kept for the manifest) and uploads it with that digest as its
+``x-amz-checksum-sha256`` (the server checks it and stores the composite). At most ``max_inflight`` parts
+exist at once, so the extra memory is bounded by ``(max_inflight + 1) * part_size`` whatever the checkpoint
+size. Hashing per part, in the upload threads, costs one SHA-256 pass spread over the cores, the same work
+boto3 does to sign a plain upload; the optional whole-object SHA-256 costs a second, sequential pass.
 
 ``S3Reader`` serves ``torch.load``'s small reads from a read-ahead window and each tensor's big read with
 parallel ranged GETs written straight into the tensor's memory, and hashes every byte it delivers in
@@ -37,11 +39,13 @@ class S3Writer(io.RawIOBase):
     """Write-only stream into one S3 object; multipart once the data exceeds one part.
 
     Call :meth:`close` to commit (complete the upload) or :meth:`abort` to throw it away. After ``close``,
-    ``size``, ``sha256`` (hex, of the whole object) and ``s3_checksum`` (what S3 stores) are set.
+    ``size``, ``part_sha256`` (hex digest of each part), ``s3_checksum`` (what S3 stores: base64 SHA-256,
+    composite ``...-N`` for multipart) and ``sha256`` (whole object: always for a one-part object, for
+    multipart only with ``whole_sha256=True``, else "") are set.
     """
 
     def __init__(self, client: Any, bucket: str, key: str, *, part_size: int = 8 * MiB, max_inflight: int = 4,
-                 on_part: Callable[[int, int], None] | None = None) -> None:
+                 on_part: Callable[[int, int], None] | None = None, whole_sha256: bool = False) -> None:
         super().__init__()
         if part_size < MIN_PART:
             raise ValueError(f"part_size must be >= {MIN_PART} bytes (S3 minimum), got {part_size}")
@@ -52,7 +56,7 @@ class S3Writer(io.RawIOBase):
         self._nbufs = 0
         self._buf = self._take_buffer()
         self._fill = 0
-        self._sha = hashlib.sha256()
+        self._sha = hashlib.sha256() if whole_sha256 else None
         self._size = 0
         self._upload_id: str | None = None
         self._parts: list[Future[dict[str, Any]]] = []
@@ -113,16 +117,19 @@ class S3Writer(io.RawIOBase):
                                                        ChecksumAlgorithm="SHA256")
             self._upload_id = resp["UploadId"]
             self._pool = ThreadPoolExecutor(self.max_inflight, thread_name_prefix="s3ckpt-part")
-            self._hasher = ThreadPoolExecutor(1, thread_name_prefix="s3ckpt-sha")
+            if self._sha is not None:
+                self._hasher = ThreadPoolExecutor(1, thread_name_prefix="s3ckpt-sha")
         self._raise_failed()  # surface an upload error early instead of after the whole stream
         buf, fill = self._buf, self._fill
         number = len(self._parts) + 1
-        assert self._pool is not None and self._hasher is not None
-        hashed = self._hasher.submit(self._sha.update, memoryview(buf)[:fill])
+        assert self._pool is not None
+        hashed = self._hasher.submit(self._sha.update, memoryview(buf)[:fill]) if self._hasher and self._sha \
+            else None
         self._parts.append(self._pool.submit(self._upload_part, number, buf, fill, hashed))
         self._buf, self._fill = self._take_buffer(), 0
 
-    def _upload_part(self, number: int, buf: bytearray, fill: int, hashed: Future[None]) -> dict[str, Any]:
+    def _upload_part(self, number: int, buf: bytearray, fill: int,
+                     hashed: Future[None] | None) -> dict[str, Any]:
         try:
             body = memoryview(buf)[:fill]
             digest = hashlib.sha256(body).digest()
@@ -134,7 +141,8 @@ class S3Writer(io.RawIOBase):
                 self.on_part(number, fill)
             return {"PartNumber": number, "ETag": resp["ETag"], "ChecksumSHA256": ck, "_digest": digest}
         finally:
-            hashed.result()  # the whole-object hash must be done with this buffer before it is reused
+            if hashed is not None:
+                hashed.result()  # the whole-object hash must be done with this buffer before reuse
             self._free.put(buf)
 
     def close(self) -> None:
@@ -165,7 +173,7 @@ class S3Writer(io.RawIOBase):
                 self.s3_checksum = f"{base64.b64encode(composite).decode()}-{len(parts)}"
             self.version_id = resp.get("VersionId")
             self.size = self._size
-            self.sha256 = self._sha.hexdigest()
+            self.sha256 = self._sha.hexdigest() if self._sha is not None else ""
             self._done = True
         except BaseException:
             self.abort()
