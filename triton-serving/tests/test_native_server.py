@@ -45,3 +45,21 @@ def test_free_port_is_bindable() -> None:
 
 def test_is_triton_false_when_nothing_listens() -> None:
     assert not ns.is_triton(f"http://127.0.0.1:{ns.free_port()}")
+
+
+def test_serve_print_env_names_what_the_binary_needs(tiny_server, capsys) -> None:
+    from tritonserving.cli import main
+
+    repo = tiny_server.native.repository
+    assert main(["serve", "--repository", str(repo), "--print-env"]) == 0
+    out = capsys.readouterr().out
+    assert "nvidia_pytriton.libs" in out and str(ns.python_libdir()) in out
+    assert "bin/tritonserver" in out and f"--model-repository={repo}" in out and "--http-port=8000" in out
+
+
+def test_serve_missing_repository_is_one_clear_line(tmp_path, capsys) -> None:
+    from tritonserving.cli import main
+
+    assert main(["serve", "--repository", str(tmp_path / "nope")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "make repo" in err and "\n" not in err
