@@ -35,13 +35,15 @@ def ours(url: str, entries: list[Entry], out: Path, jobs: int, depth: int) -> fl
     return result.downloaded / result.seconds
 
 
-def naive(url: str, entries: list[Entry], out: Path, max_files: int, max_seconds: float) -> float:
-    """What people write first: requests.get per file (a new connection each time), hash, write."""
+def one_at_a_time(
+    get, url: str, entries: list[Entry], out: Path, max_files: int, max_seconds: float
+) -> float:  # noqa: ANN001
+    """GET, hash, check, write, one file after the other, bounded in count and time."""
     shutil.rmtree(out, ignore_errors=True)
     start = time.perf_counter()
     done = 0
     for e in entries[:max_files]:
-        r = requests.get(url + e.path, timeout=30)
+        r = get(url + e.path, timeout=30)
         r.raise_for_status()
         assert hashlib.sha256(r.content).hexdigest() == e.sha256
         dest = out / e.path
@@ -53,22 +55,15 @@ def naive(url: str, entries: list[Entry], out: Path, max_files: int, max_seconds
     return done / (time.perf_counter() - start)
 
 
+def naive(url: str, entries: list[Entry], out: Path, max_files: int, max_seconds: float) -> float:
+    """What people write first: requests.get per file (a new connection each time)."""
+    return one_at_a_time(requests.get, url, entries, out, max_files, max_seconds)
+
+
 def session_loop(url: str, entries: list[Entry], out: Path, max_files: int, max_seconds: float) -> float:
     """The better-known fix: one requests.Session (keep-alive), still one request at a time."""
-    shutil.rmtree(out, ignore_errors=True)
-    start = time.perf_counter()
-    done = 0
     with requests.Session() as s:
-        for e in entries[:max_files]:
-            r = s.get(url + e.path, timeout=30)
-            assert hashlib.sha256(r.content).hexdigest() == e.sha256
-            dest = out / e.path
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            dest.write_bytes(r.content)
-            done += 1
-            if time.perf_counter() - start > max_seconds:
-                break
-    return done / (time.perf_counter() - start)
+        return one_at_a_time(s.get, url, entries, out, max_files, max_seconds)
 
 
 def best_of(n: int, fn, *args) -> tuple[float, list[float]]:  # noqa: ANN001
