@@ -114,8 +114,19 @@ def test_bad_model_gets_a_clear_one_line_error(tmp_path: Path) -> None:
     with pytest.raises(ModelSourceError, match="not in the Hugging Face cache"):
         resolve_model("nobody/no-such-model-here")
     cli = Path(sys.executable).parent / "triton-serving"
-    proc = subprocess.run([str(cli), "export", "--model", str(tmp_path / "missing-dir-xyz"),
-                           "--build-dir", str(tmp_path / "b")], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            str(cli),
+            "export",
+            "--model",
+            str(tmp_path / "missing-dir-xyz"),
+            "--build-dir",
+            str(tmp_path / "b"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2
     assert proc.stdout.strip().startswith("error: --model") and len(proc.stdout.strip().splitlines()) == 1
     assert "Traceback" not in proc.stderr

@@ -46,7 +46,10 @@ def test_fp16_graph_computes_in_fp16_and_matches_fp32(forms) -> None:
     fp16_weights = [t for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT16]
     assert len(fp16_weights) > 30
     assert all(n.domain in ("", "ai.onnx") for n in model.graph.node), "standard ops only (for TensorRT)"
-    mean, low = cosine_to_fp32(BUILD, forms["fp16"])
+    from tritonserving.forms import read_sentences
+
+    # ORT's CPU kernels are slow in fp16 (casts around most ops): a subset is enough for a 1e-4 bound
+    mean, low = cosine_to_fp32(BUILD, forms["fp16"], read_sentences("eval_sentences")[:24])
     assert mean >= 0.9999 and low >= 0.9995, (mean, low)
 
 

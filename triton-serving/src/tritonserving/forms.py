@@ -100,8 +100,9 @@ def _tokenizer(build_dir: str):
     return load_tokenizer(Path(build_dir) / "onnx" / "fp32")
 
 
-def tokenize_sentences(sentences: list[str], build_dir: str | os.PathLike = "build",
-                       max_length: int = 256) -> dict[str, np.ndarray]:
+def tokenize_sentences(
+    sentences: list[str], build_dir: str | os.PathLike = "build", max_length: int = 256
+) -> dict[str, np.ndarray]:
     """Tokenise with the tokenizer files saved next to the fp32 export (INT64 ids and mask)."""
     from tritonserving.model_source import tokenize
 

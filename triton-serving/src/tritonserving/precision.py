@@ -58,10 +58,16 @@ class Int8Recipe:
     extra: dict = field(default_factory=dict)
 
 
-CPU_RECIPE = Int8Recipe("int8", symmetric_activations=False,
-                        note="smooth 0.65, FFN-out + FFN-in of layers 0,3 fp32, uint8 asym activations")
-TRT_RECIPE = Int8Recipe("int8_trt", symmetric_activations=True,
-                        note="same, symmetric int8 activations (zero point 0) for TensorRT")
+CPU_RECIPE = Int8Recipe(
+    "int8",
+    symmetric_activations=False,
+    note="smooth 0.65, FFN-out + FFN-in of layers 0,3 fp32, uint8 asym activations",
+)
+TRT_RECIPE = Int8Recipe(
+    "int8_trt",
+    symmetric_activations=True,
+    note="same, symmetric int8 activations (zero point 0) for TensorRT",
+)
 
 
 # ---------------------------------------------------------------- calibration and smoothing helpers
@@ -75,8 +81,13 @@ def calibration_batches(build_dir: str | os.PathLike) -> list[dict[str, np.ndarr
     sents = read_sentences("calibration")
     out = []
     for i in range(0, len(sents), CALIB_BATCH):
-        enc = tok(sents[i : i + CALIB_BATCH], padding="max_length", truncation=True, max_length=CALIB_SEQ,
-                  return_tensors="np")
+        enc = tok(
+            sents[i : i + CALIB_BATCH],
+            padding="max_length",
+            truncation=True,
+            max_length=CALIB_SEQ,
+            return_tensors="np",
+        )
         if enc["input_ids"].shape[0] == CALIB_BATCH:
             out.append({k: enc[k].astype(np.int64) for k in INPUT_NAMES})
     return out
@@ -132,8 +143,9 @@ def smooth(model, alpha: float, batches: list[dict]):
         graph.node.insert(first, helper.make_node("Mul", [act, inv.name], [smoothed], name=f"{act}_smooth"))
         for node, w in zip(consumers, weights, strict=True):
             node.input[0] = smoothed
-            inits[node.input[1]].CopyFrom(numpy_helper.from_array((w * scale[:, None]).astype(np.float32),
-                                                                  node.input[1]))
+            inits[node.input[1]].CopyFrom(
+                numpy_helper.from_array((w * scale[:, None]).astype(np.float32), node.input[1])
+            )
     return model
 
 
@@ -151,8 +163,9 @@ def nodes_to_quantize(model, recipe: Int8Recipe) -> list[str]:
     return chosen
 
 
-def quantize_int8(fp32: str | os.PathLike, out: str | os.PathLike, recipe: Int8Recipe,
-                  batches: list[dict]) -> Path:
+def quantize_int8(
+    fp32: str | os.PathLike, out: str | os.PathLike, recipe: Int8Recipe, batches: list[dict]
+) -> Path:
     """Static Q/DQ quantisation of ``fp32`` following ``recipe``; writes ``out``."""
     import onnx
     from onnxruntime.quantization import (
@@ -186,7 +199,9 @@ def quantize_int8(fp32: str | os.PathLike, out: str | os.PathLike, recipe: Int8R
             extra["ActivationSymmetric"] = True
         extra.update(recipe.extra)
         quantize_static(
-            str(pre), str(out), Reader(),
+            str(pre),
+            str(out),
+            Reader(),
             quant_format=QuantFormat.QDQ,
             op_types_to_quantize=["MatMul"],
             nodes_to_quantize=nodes_to_quantize(model, recipe),
@@ -251,8 +266,9 @@ def build_openvino(fp32: str | os.PathLike, out: str | os.PathLike) -> Path:
 # ---------------------------------------------------------------- accuracy and orchestration
 
 
-def cosine_to_fp32(build_dir: str | os.PathLike, candidate: str | os.PathLike,
-                   sentences: list[str] | None = None) -> tuple[float, float]:
+def cosine_to_fp32(
+    build_dir: str | os.PathLike, candidate: str | os.PathLike, sentences: list[str] | None = None
+) -> tuple[float, float]:
     """(mean, min) cosine between ``candidate`` (an ONNX file) and the fp32 form on a sentence set."""
     from tritonserving.forms import batches_of, embed, form_path, ort_runner, read_sentences
 
@@ -308,19 +324,37 @@ def build_all(build_dir: str | os.PathLike = "build", force: bool = False) -> di
 # ---------------------------------------------------------------- the int8 study (README table)
 
 STUDY: list[Int8Recipe] = [
-    Int8Recipe("A per-tensor, minmax, all weight MatMuls", per_channel=False, smooth_alpha=None,
-               keep_ffn_out_fp32=False, fp32_intermediate_layers=()),
-    Int8Recipe("B per-channel, minmax, all weight MatMuls", smooth_alpha=None, keep_ffn_out_fp32=False,
-               fp32_intermediate_layers=()),
-    Int8Recipe("C per-channel, percentile, all weight MatMuls", smooth_alpha=None, calibration="Percentile",
-               keep_ffn_out_fp32=False, fp32_intermediate_layers=()),
+    Int8Recipe(
+        "A per-tensor, minmax, all weight MatMuls",
+        per_channel=False,
+        smooth_alpha=None,
+        keep_ffn_out_fp32=False,
+        fp32_intermediate_layers=(),
+    ),
+    Int8Recipe(
+        "B per-channel, minmax, all weight MatMuls",
+        smooth_alpha=None,
+        keep_ffn_out_fp32=False,
+        fp32_intermediate_layers=(),
+    ),
+    Int8Recipe(
+        "C per-channel, percentile, all weight MatMuls",
+        smooth_alpha=None,
+        calibration="Percentile",
+        keep_ffn_out_fp32=False,
+        fp32_intermediate_layers=(),
+    ),
     Int8Recipe("D B + FFN-out MatMuls fp32", smooth_alpha=None, fp32_intermediate_layers=()),
     Int8Recipe("E D + percentile", smooth_alpha=None, calibration="Percentile", fp32_intermediate_layers=()),
     Int8Recipe("F D + smoothing 0.5", smooth_alpha=0.5, fp32_intermediate_layers=()),
     Int8Recipe("G D + smoothing 0.65", smooth_alpha=0.65, fp32_intermediate_layers=()),
     Int8Recipe("H D + smoothing 0.8", smooth_alpha=0.8, fp32_intermediate_layers=()),
-    Int8Recipe("I smoothing 0.5, all weight MatMuls", smooth_alpha=0.5, keep_ffn_out_fp32=False,
-               fp32_intermediate_layers=()),
+    Int8Recipe(
+        "I smoothing 0.5, all weight MatMuls",
+        smooth_alpha=0.5,
+        keep_ffn_out_fp32=False,
+        fp32_intermediate_layers=(),
+    ),
     Int8Recipe("J G + FFN-in of layers 0,3 fp32 = int8_trt", fp32_intermediate_layers=(0, 3)),
     Int8Recipe("K J + uint8 asym activations = int8 (CPU)", symmetric_activations=False),
     Int8Recipe("L G + all FFN-in fp32", fp32_intermediate_layers=tuple(range(6))),
@@ -337,9 +371,11 @@ def int8_study(build_dir: str | os.PathLike = "build") -> str:
     fp32 = form_path("fp32", build_dir)
     batches = calibration_batches(build_dir)
     other = read_sentences("corpus") + read_sentences("queries")
-    rows = ["| recipe | quantised MatMuls | eval mean cos | eval min cos | corpus+queries mean "
-            "| corpus+queries min |",
-            "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    rows = [
+        "| recipe | quantised MatMuls | eval mean cos | eval min cos | corpus+queries mean "
+        "| corpus+queries min |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
     import onnx
 
     n_weight = len(_weight_matmuls(onnx.load(str(fp32))))
@@ -349,8 +385,9 @@ def int8_study(build_dir: str | os.PathLike = "build") -> str:
             n_q = len(nodes_to_quantize(onnx.load(str(fp32)), replace(recipe)))
             mean, low = cosine_to_fp32(build_dir, out)
             mean2, low2 = cosine_to_fp32(build_dir, out, other)
-            rows.append(f"| {recipe.name} | {n_q}/{n_weight} | {mean:.4f} | {low:.4f} "
-                        f"| {mean2:.4f} | {low2:.4f} |")
+            rows.append(
+                f"| {recipe.name} | {n_q}/{n_weight} | {mean:.4f} | {low:.4f} | {mean2:.4f} | {low2:.4f} |"
+            )
     return "\n".join(rows)
 
 
@@ -358,8 +395,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """CLI arguments of ``triton-serving forms``."""
     parser.add_argument("--build-dir", default="build", help="output root (default: build)")
     parser.add_argument("--force", action="store_true", help="rebuild even if up to date")
-    parser.add_argument("--study", action="store_true",
-                        help="also run the int8 recipe study (~3 min) and write build/int8_study.md")
+    parser.add_argument(
+        "--study",
+        action="store_true",
+        help="also run the int8 recipe study (~3 min) and write build/int8_study.md",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -49,25 +49,50 @@ class ModelSpec:
 
 
 GPU_MODELS = (
-    ModelSpec("minilm_onnx", "onnxruntime", (("onnx/fp32/model.onnx", "model.onnx"),), kind="KIND_GPU",
-              queue_delay_us=100),
-    ModelSpec("minilm_openvino", "onnxruntime", (("onnx/fp32/model.onnx", "model.onnx"),), kind="KIND_CPU",
-              cpu_accelerator="openvino"),
+    ModelSpec(
+        "minilm_onnx",
+        "onnxruntime",
+        (("onnx/fp32/model.onnx", "model.onnx"),),
+        kind="KIND_GPU",
+        queue_delay_us=100,
+    ),
+    ModelSpec(
+        "minilm_openvino",
+        "onnxruntime",
+        (("onnx/fp32/model.onnx", "model.onnx"),),
+        kind="KIND_CPU",
+        cpu_accelerator="openvino",
+    ),
     ModelSpec("minilm_trt_fp32", "tensorrt", (), kind="KIND_GPU", queue_delay_us=100),
     ModelSpec("minilm_trt_fp16", "tensorrt", (), kind="KIND_GPU", queue_delay_us=100),
     ModelSpec("minilm_trt_int8", "tensorrt", (), kind="KIND_GPU", queue_delay_us=100),
 )
 
 CPU_MODELS = (
-    ModelSpec("minilm_onnx", "python", (("onnx/fp32/model.onnx", "model.onnx"),),
-              parameters=(("engine", "onnxruntime"), ("model_file", "model.onnx"))),
-    ModelSpec("minilm_openvino", "python",
-              (("openvino/model.xml", "model.xml"), ("openvino/model.bin", "model.bin")),
-              parameters=(("engine", "openvino"), ("model_file", "model.xml"))),
-    ModelSpec("minilm_onnx_fp16", "python", (("onnx/fp16/model.onnx", "model.onnx"),),
-              parameters=(("engine", "onnxruntime"), ("model_file", "model.onnx"))),
-    ModelSpec("minilm_onnx_int8", "python", (("onnx/int8/model.onnx", "model.onnx"),),
-              parameters=(("engine", "onnxruntime"), ("model_file", "model.onnx"))),
+    ModelSpec(
+        "minilm_onnx",
+        "python",
+        (("onnx/fp32/model.onnx", "model.onnx"),),
+        parameters=(("engine", "onnxruntime"), ("model_file", "model.onnx")),
+    ),
+    ModelSpec(
+        "minilm_openvino",
+        "python",
+        (("openvino/model.xml", "model.xml"), ("openvino/model.bin", "model.bin")),
+        parameters=(("engine", "openvino"), ("model_file", "model.xml")),
+    ),
+    ModelSpec(
+        "minilm_onnx_fp16",
+        "python",
+        (("onnx/fp16/model.onnx", "model.onnx"),),
+        parameters=(("engine", "onnxruntime"), ("model_file", "model.onnx")),
+    ),
+    ModelSpec(
+        "minilm_onnx_int8",
+        "python",
+        (("onnx/int8/model.onnx", "model.onnx"),),
+        parameters=(("engine", "onnxruntime"), ("model_file", "model.onnx")),
+    ),
 )
 
 
@@ -165,9 +190,14 @@ def run(args: argparse.Namespace) -> int:
         return 2
     for key, path in paths.items():
         print(f"{key:15s} {path}")
-    plans = [m.name for m in GPU_MODELS if m.backend == "tensorrt"
-             and not (paths["repository-gpu"] / m.name / "1" / "model.plan").is_file()]
+    plans = [
+        m.name
+        for m in GPU_MODELS
+        if m.backend == "tensorrt" and not (paths["repository-gpu"] / m.name / "1" / "model.plan").is_file()
+    ]
     if plans:
-        print(f"note: {', '.join(plans)} have no model.plan yet: build them on a GPU (make plans, or "
-              "docker compose run --rm plans)")
+        print(
+            f"note: {', '.join(plans)} have no model.plan yet: build them on a GPU (make plans, or "
+            "docker compose run --rm plans)"
+        )
     return 0

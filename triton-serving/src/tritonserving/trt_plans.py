@@ -38,6 +38,8 @@ PLAN_FORMS: dict[str, tuple[str, tuple[str, ...]]] = {
 #: optimisation profile (batch, sequence): the max batch equals the repository's max_batch_size
 SHAPES = {"min": (1, 1), "opt": (8, 128), "max": (MAX_BATCH_SIZE, 512)}
 WORKSPACE_MIB = 2048
+#: NGC release of the TensorRT image that builds the plans; must equal the tritonserver image's (compose)
+NGC_RELEASE = "24.10"
 NO_GPU_EXIT = 3
 
 
@@ -102,7 +104,8 @@ def gpu_problem() -> str | None:
     if probe.returncode != 0 or "GPU" not in probe.stdout:
         return "nvidia-smi finds no GPU"
     if find_trtexec() is None:
-        return "trtexec not found (use `docker compose run --rm plans`: nvcr.io/nvidia/tensorrt:24.10-py3)"
+        image = f"nvcr.io/nvidia/tensorrt:{NGC_RELEASE}-py3"
+        return f"trtexec not found (use `docker compose run --rm plans`: {image})"
     return None
 
 
@@ -138,8 +141,11 @@ def run(args: argparse.Namespace) -> int:
         return 0
     problem = gpu_problem()
     if problem:
-        print(f"error: cannot build TensorRT plans: {problem}; they need an NVIDIA GPU "
-              f"(see `triton-serving plans --dry-run` for the commands)", file=sys.stderr)
+        print(
+            f"error: cannot build TensorRT plans: {problem}; they need an NVIDIA GPU "
+            f"(see `triton-serving plans --dry-run` for the commands)",
+            file=sys.stderr,
+        )
         return NO_GPU_EXIT
     try:
         plans = build_plans(args.build_dir)
