@@ -155,7 +155,33 @@ def main() -> int:
                 print(f"| {w} | {label} | {n:,} | {med:,.0f} | {med / base:.1f}x |")
     (HERE / "results").mkdir(exist_ok=True)
     (HERE / "results" / "client.json").write_text(json.dumps(rows, indent=1))
+    print(f"\nplot: {plot(rows, HERE / 'results' / 'client.png')}")
     return 0
+
+
+def plot(rows: list, path: Path) -> Path:
+    """Bar chart, log scale: the gaps are 10x-200x, a linear axis would hide the slow clients."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    networks = list(dict.fromkeys(r[0] for r in rows))
+    fig, axes = plt.subplots(1, len(networks), figsize=(6 * len(networks), 4.2), squeeze=False)
+    for ax, where in zip(axes[0], networks, strict=True):
+        sel = [r for r in rows if r[0] == where]
+        labels = [r[1].replace("fileserver fetch ", "ours ") for r in sel]
+        colors = ["tab:green" if r[1].startswith("fileserver") else "tab:gray" for r in sel]
+        bars = ax.barh(labels, [r[3] for r in sel], color=colors)
+        ax.bar_label(bars, labels=[f"{r[3]:,.0f}" for r in sel], padding=3, fontsize=8)
+        ax.set_xscale("log")
+        ax.invert_yaxis()
+        ax.set_title(f"{where}: verified files/s (higher is better)")
+        ax.set_xlim(left=10, right=max(r[3] for r in sel) * 5)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 if __name__ == "__main__":
