@@ -101,3 +101,37 @@ class MinioServer:
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
+
+
+def main() -> None:
+    """``python -m s3ckpt.minio [--port 9000] [--data DIR]``: a native MinIO for local use (no Docker)."""
+    import argparse
+
+    from s3ckpt.s3 import S3Settings, ensure_bucket, make_client
+
+    p = argparse.ArgumentParser(prog="python -m s3ckpt.minio",
+                                description="Run the native MinIO server in the foreground, bucket ready.")
+    p.add_argument("--port", type=int, default=9000)
+    p.add_argument("--data", default=".minio-data")
+    p.add_argument("--bucket", default=os.environ.get("S3CKPT_BUCKET", "checkpoints"))
+    a = p.parse_args()
+    user = os.environ.get("MINIO_ROOT_USER", DEFAULT_USER)
+    password = os.environ.get("MINIO_ROOT_PASSWORD", DEFAULT_PASSWORD)
+    srv = MinioServer(data_dir=a.data, user=user, password=password, port=a.port).start()
+    try:
+        s = S3Settings(endpoint=srv.endpoint, access_key=user, secret_key=password, bucket=a.bucket)
+        ensure_bucket(make_client(s), s)
+        print(f"MinIO at {srv.endpoint}, bucket {a.bucket!r}, data in {a.data}. Use:\n"
+              f"  export S3CKPT_ENDPOINT={srv.endpoint} S3CKPT_ACCESS_KEY={user} "
+              f"S3CKPT_SECRET_KEY=<password>\n"
+              f"Ctrl-C stops it.", flush=True)
+        assert srv.proc is not None
+        srv.proc.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        srv.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -14,6 +14,7 @@ import logging
 import os
 import random
 import sys
+import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -74,7 +75,8 @@ def batch_at(step: int, n: int, hp: HParams) -> tuple[int, int, torch.Tensor]:
 
 
 def train(store: CheckpointStore, hp: HParams, *, resume: str = "auto", keep_last: int | None = 3,
-          async_save: bool = False, loss_log: str | None = None, progress: bool = True) -> dict[str, Any]:
+          async_save: bool = False, loss_log: str | None = None, progress: bool = True,
+          throttle: float = 0.0) -> dict[str, Any]:
     """Train to ``hp.steps``, checkpointing every ``hp.ckpt_every`` steps; resume from the bucket first."""
     torch.set_num_threads(1)  # identical float reduction order in every process: bit-exact resume
     torch.use_deterministic_algorithms(True)
@@ -126,6 +128,8 @@ def train(store: CheckpointStore, hp: HParams, *, resume: str = "auto", keep_las
             sched.step()
             loss_v = loss.item()
             done = step + 1
+            if throttle:
+                time.sleep(throttle)
             if lossf:
                 lossf.write(json.dumps({"step": done, "loss": loss_v}) + "\n")
                 lossf.flush()
@@ -177,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bucket", help="bucket (env S3CKPT_BUCKET, default checkpoints)")
     p.add_argument("--prefix", help="key prefix (env S3CKPT_PREFIX, default ckpt)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--throttle", type=float, default=0.0, help="sleep this many seconds per step (demos)")
     return p
 
 
@@ -189,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = S3Settings().with_overrides(endpoint=args.endpoint, bucket=args.bucket, prefix=args.prefix)
         store = CheckpointStore(settings=settings, run=args.run)
         train(store, hp, resume=args.resume, keep_last=args.keep_last or None, async_save=args.async_save,
-              loss_log=args.loss_log, progress=not args.no_progress)
+              loss_log=args.loss_log, progress=not args.no_progress, throttle=args.throttle)
     except S3CkptError as e:
         print(f"s3ckpt-train: error: {e}", file=sys.stderr)
         return 2
