@@ -167,3 +167,20 @@ def test_unreachable_server_and_bad_url_are_one_line_errors(tmp_path: Path) -> N
     assert res.returncode == 2 and "not an http(s) URL" in res.stderr
     res = fetch("http://127.0.0.1:1/", "--manifest-sha256", "abc")
     assert res.returncode == 2 and "64 hex" in res.stderr
+
+
+def test_symlinked_folder_planted_in_out_is_not_followed(
+    nginx: NativeNginx, entries: list, tmp_path: Path
+) -> None:
+    out = tmp_path / "copy"
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    out.mkdir()
+    top = entries[0].path.split("/")[0]
+    (out / top).symlink_to(outside)
+    res = fetch(nginx.url, "--out", str(out))
+    assert res.returncode == 1
+    under = [e.path for e in entries if e.path.startswith(top + "/")]
+    assert under and all(f"FAILED   {p}" in res.stdout for p in under)
+    assert list(outside.iterdir()) == [], "nothing may be created through the planted symlink"
+    assert f"verified {len(entries) - len(under)}/{len(entries)}" in res.stdout

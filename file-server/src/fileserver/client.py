@@ -12,12 +12,14 @@ exponential backoff; nothing is ever written outside ``--out``.
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import os
 import queue
 import random
 import re
 import ssl
+import stat
 import threading
 import time
 from collections import deque
@@ -313,7 +315,6 @@ class Fetcher:
         self.result = Result(total=len(entries))
         self.remaining = 0
         self._made_dirs: set[str] = set()
-        self._out_real = ""
         self._out_str = str(out)
         # verified bodies go to writer threads: a slow disk (file creation can take ms on a busy ext4)
         # then delays the writes, not the network pipeline; bounded, so memory stays bounded too
@@ -408,13 +409,21 @@ class Fetcher:
     def _write(self, path: str, body: bytes) -> None:
         """Write a verified body under ``out`` only: no symlink is followed, no folder outside is touched."""
         dest = os.path.join(self._out_str, path)
-        parent = os.path.dirname(dest)
-        if parent not in self._made_dirs:
-            os.makedirs(parent, exist_ok=True)
-            real = os.path.realpath(parent)
-            if real != self._out_real and not real.startswith(self._out_real + os.sep):
-                raise OSError(0, f"{parent} resolves outside --out ({real})")
-            self._made_dirs.add(parent)
+        # create folders one level at a time, never through a symlink: mkdir does not follow a final
+        # symlink (EEXIST) and lstat tells a real folder from a link planted in --out to somewhere else
+        cur = self._out_str
+        for part in path.split("/")[:-1]:
+            cur = os.path.join(cur, part)
+            if cur in self._made_dirs:
+                continue
+            try:
+                os.mkdir(cur, 0o755)
+            except FileExistsError:
+                if not stat.S_ISDIR(os.lstat(cur).st_mode):
+                    raise OSError(
+                        errno.ENOTDIR, f"{cur} is not a real folder (a symlink?); not writing through it"
+                    ) from None
+            self._made_dirs.add(cur)
         fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
         try:
             view = memoryview(body)
@@ -430,8 +439,6 @@ class Fetcher:
             st = os.lstat(dest)
         except OSError:
             return False
-        import stat
-
         if not stat.S_ISREG(st.st_mode) or (entry.size is not None and st.st_size != entry.size):
             return False
         return sha256_file(dest) == entry.sha256
@@ -485,7 +492,6 @@ class Fetcher:
         """Resume-check local files, download the rest, return a :class:`Result` (never raises per file)."""
         start = time.perf_counter()
         self.out.mkdir(parents=True, exist_ok=True)
-        self._out_real = os.path.realpath(self.out)
         todo = []
         fresh = not any(True for _ in os.scandir(self.out))  # nothing to resume: skip the per-file checks
         for entry in self.entries:
