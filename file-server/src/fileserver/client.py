@@ -411,19 +411,20 @@ class Fetcher:
         dest = os.path.join(self._out_str, path)
         # create folders one level at a time, never through a symlink: mkdir does not follow a final
         # symlink (EEXIST) and lstat tells a real folder from a link planted in --out to somewhere else
-        cur = self._out_str
-        for part in path.split("/")[:-1]:
-            cur = os.path.join(cur, part)
-            if cur in self._made_dirs:
-                continue
-            try:
-                os.mkdir(cur, 0o755)
-            except FileExistsError:
-                if not stat.S_ISDIR(os.lstat(cur).st_mode):
-                    raise OSError(
-                        errno.ENOTDIR, f"{cur} is not a real folder (a symlink?); not writing through it"
-                    ) from None
-            self._made_dirs.add(cur)
+        if dest.rpartition("/")[0] not in self._made_dirs:
+            cur = self._out_str
+            for part in path.split("/")[:-1]:
+                cur = os.path.join(cur, part)
+                if cur in self._made_dirs:
+                    continue
+                try:
+                    os.mkdir(cur, 0o755)
+                except FileExistsError:
+                    if not stat.S_ISDIR(os.lstat(cur).st_mode):
+                        raise OSError(
+                            errno.ENOTDIR, f"{cur} is not a real folder (a symlink?); not writing through it"
+                        ) from None
+                self._made_dirs.add(cur)
         fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
         try:
             view = memoryview(body)
