@@ -18,14 +18,13 @@ import json
 import os
 import platform
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 import metric_bindings as mb
 from metric_bindings import _core
+from metric_bindings.demo import median_time
 
 FULL = [(1, 100_000, 512), (256, 100_000, 512), (4096, 4096, 512), (4096, 4096, 64), (100_000, 16, 768),
         (2048, 2048, 2048)]
@@ -35,16 +34,6 @@ QUICK_FULL = [(1, 20_000, 512), (64, 20_000, 512), (1024, 1024, 512), (1024, 102
               (1024, 1024, 1024)]
 QUICK_ROWWISE = [(200_000, 128), (20_000, 768)]
 QUICK_TOPK = [(64, 20_000, 512, 10)]
-
-
-def median_time(fn: Callable[[], object], repeat: int) -> float:
-    fn()  # warm-up (page faults, thread pools, caches)
-    ts = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return float(np.median(ts))
 
 
 def blas_report() -> list[str]:

@@ -78,3 +78,16 @@ def test_many_bad_calls_do_not_crash_the_interpreter():
             mb.topk_cosine(np.ones(shape_a), np.ones(shape_b), int(rng.integers(-1, 4)))
         except (ValueError, TypeError):
             pass
+
+
+def test_import_leaves_the_environment_unchanged():
+    """The OpenBLAS spin setting is applied to our private OpenBLAS only while it loads (see _api.py)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
+    code = "import os, metric_bindings; print(sorted(k for k in os.environ if k.startswith('OPENBLAS')))"
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == str(sorted(k for k in env if k.startswith("OPENBLAS")))

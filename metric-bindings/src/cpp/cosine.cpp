@@ -1,16 +1,20 @@
 // Implementation of cosine.hpp. See the header for the semantics; this file explains the "why" of the speed.
 //
-// Full matrix: the work is one GEMM (2 N M D flops). Norms cost a read of A and B; scaling costs a pass over
-// the N x M output. Two strategies, picked by size (Strategy::Auto, measured in bench/):
-//  * NormalizeFirst: when A and B are small next to the output (square-ish shapes), copy them with unit rows
-//    and run one GEMM: no pass over the output at all.
-//  * ScaleOutput: when the output is small next to the inputs (skinny shapes: few queries against many
-//    items), never copy B. Tiles of ~8 MiB of A and B: the norm pass brings a tile into cache, the GEMM reads it
-//    from there, and the tile of output is scaled right after, while it is still in cache. So B is read from
-//    memory about once, where numpy's normalise + matmul reads it three times and writes a normalised copy.
+// Full matrix: the work is one GEMM (2 N M D flops) plus the norms. Three strategies, picked by size
+// (Strategy::Auto, measured in bench/):
+//  * Fused: one side has few rows (one query against many items, many items against a few classes). BLAS is
+//    memory-bound and poorly blocked there and would need a second pass for the norms, so a hand-written
+//    kernel reads the large side once, computing each row's norm and its dots with the few small rows together.
+//  * NormalizeFirst: A and B are small next to the output (square-ish shapes): copy them with unit rows and
+//    run one GEMM; no pass over the output at all.
+//  * ScaleOutput: the rest (e.g. 256 queries x 100k items): inverse norms, GEMM on the raw inputs in tiles,
+//    one scaling pass over the output. No normalised copy of B is ever made.
+// Our own passes run on std::threads, but never between two BLAS calls: OpenBLAS workers spin-wait for a while
+// after each call, and sharing the cores with them collapses throughput on a busy machine.
 #include "cosine.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <cmath>
 #include <limits>
@@ -29,7 +33,7 @@ namespace {
 
 constexpr std::int64_t kBlasMax = std::numeric_limits<int>::max();  // 32-bit BLAS integers
 constexpr std::int64_t kFusedMaxRows = 8;  // Auto uses the fused kernel when one side has at most this many rows
-constexpr std::size_t kTileBytes = std::size_t{8} << 20;               // one operand tile, L3-resident
+constexpr std::size_t kTileBytes = std::size_t{32} << 20;  // GEMM operand tile: only huge inputs are split
 
 // ---------------------------------------------------------------- small helpers
 
@@ -76,7 +80,10 @@ std::int64_t own_threads() {
     return std::max<std::int64_t>(1, static_cast<std::int64_t>(std::thread::hardware_concurrency()));
 }
 
-/// Runs f(begin, end) over [0, n) on up to hardware_concurrency threads, when each gets >= grain items.
+/// Runs f(begin, end) over [0, n) on up to own_threads() threads when each gets >= grain items.
+/// Work is handed out in small chunks from a shared counter rather than split in equal parts up front: on a
+/// busy machine (or right after a BLAS call, while OpenBLAS workers still spin) one thread may get much less CPU
+/// than the other, and with static halves the whole call would wait for the slow half.
 template <typename F>
 void parallel_for(std::int64_t n, std::int64_t grain, F&& f) {
     static const std::int64_t hw = own_threads();
@@ -85,14 +92,19 @@ void parallel_for(std::int64_t n, std::int64_t grain, F&& f) {
         f(std::int64_t{0}, n);
         return;
     }
+    const std::int64_t chunk = std::max<std::int64_t>(1, n / (nt * 16));
+    std::atomic<std::int64_t> next{0};
+    auto worker = [&] {
+        for (;;) {
+            const std::int64_t b = next.fetch_add(chunk, std::memory_order_relaxed);
+            if (b >= n) return;
+            f(b, std::min(n, b + chunk));
+        }
+    };
     std::vector<std::thread> threads;
     threads.reserve(static_cast<std::size_t>(nt - 1));
-    const std::int64_t chunk = (n + nt - 1) / nt;
-    for (std::int64_t t = 1; t < nt; ++t) {
-        const std::int64_t b = t * chunk, e = std::min(n, b + chunk);
-        if (b < e) threads.emplace_back([&f, b, e] { f(b, e); });
-    }
-    f(std::int64_t{0}, std::min(n, chunk));
+    for (std::int64_t t = 1; t < nt; ++t) threads.emplace_back(worker);
+    worker();
     for (auto& th : threads) th.join();
 }
 
@@ -149,6 +161,19 @@ bool blas_layout(const MatrixView<T>& v, Operand<T>& op) {
     return false;
 }
 
+/// Rows [r0, r1) of v copied into buf as a packed row-major matrix (any source strides).
+template <typename T>
+const T* pack_rows(const MatrixView<T>& v, std::int64_t r0, std::int64_t r1, Buffer<T>& buf) {
+    const std::int64_t n = r1 - r0, d = v.cols;
+    buf.resize(static_cast<std::size_t>(n * d));
+    for (std::int64_t i = 0; i < n; ++i) {
+        const T* src = v.data + (r0 + i) * v.row_stride;
+        T* dst = buf.data() + i * d;
+        for (std::int64_t j = 0; j < d; ++j) dst[j] = src[j * v.col_stride];
+    }
+    return buf.data();
+}
+
 /// Rows [r0, r1) of v as a BLAS operand: in place when possible, else copied (row-major) into buf.
 template <typename T>
 Operand<T> rows_operand(const MatrixView<T>& v, std::int64_t r0, std::int64_t r1, Buffer<T>& buf) {
@@ -157,14 +182,7 @@ Operand<T> rows_operand(const MatrixView<T>& v, std::int64_t r0, std::int64_t r1
         op.ptr = op.row(r0);
         return op;
     }
-    const std::int64_t n = r1 - r0, d = v.cols;
-    buf.resize(static_cast<std::size_t>(n * d));
-    for (std::int64_t i = 0; i < n; ++i) {
-        const T* src = v.data + (r0 + i) * v.row_stride;
-        T* dst = buf.data() + i * d;
-        for (std::int64_t j = 0; j < d; ++j) dst[j] = src[j * v.col_stride];
-    }
-    return {buf.data(), std::max<std::int64_t>(d, 1), false};
+    return {pack_rows(v, r0, r1, buf), std::max<std::int64_t>(v.cols, 1), false};
 }
 
 template <typename T>
@@ -436,23 +454,13 @@ void cosine_similarity(const MatrixView<T>& a, const MatrixView<T>& b, T* out, s
         const MatrixView<T>& bv = a_small ? b : a;
         std::vector<T> inv_small(static_cast<std::size_t>(sv.rows));
         Buffer<T> small_buf, big_buf;
-        Operand<T> sop = rows_operand(MatrixView<T>{sv.data, sv.rows, sv.cols, sv.row_stride, sv.col_stride}, 0,
-                                      sv.rows, small_buf);
-        if (sop.col_major || (sop.ld != d && sv.rows > 1)) {  // force a packed row-major copy
-            small_buf.resize(static_cast<std::size_t>(sv.rows * d));
-            for (std::int64_t i = 0; i < sv.rows; ++i)
-                for (std::int64_t j = 0; j < d; ++j)
-                    small_buf[i * d + j] = sv.data[i * sv.row_stride + j * sv.col_stride];
-            sop = {small_buf.data(), std::max<std::int64_t>(d, 1), false};
-        }
+        Operand<T> sop = rows_operand(sv, 0, sv.rows, small_buf);
+        if (sop.col_major || (sop.ld != d && sv.rows > 1))  // the kernel wants packed rows
+            sop = {pack_rows(sv, 0, sv.rows, small_buf), std::max<std::int64_t>(d, 1), false};
         inverse_norms(sop, sv.rows, d, inv_small.data());
         MatrixView<T> big = bv;
-        if (!(bv.col_stride == 1 || d <= 1)) {
-            big_buf.resize(static_cast<std::size_t>(bv.rows * d));
-            for (std::int64_t i = 0; i < bv.rows; ++i)
-                for (std::int64_t j = 0; j < d; ++j) big_buf[i * d + j] = bv.data[i * bv.row_stride + j * bv.col_stride];
-            big = MatrixView<T>::row_major(big_buf.data(), bv.rows, d);
-        }
+        if (!(bv.col_stride == 1 || d <= 1))
+            big = MatrixView<T>::row_major(pack_rows(bv, 0, bv.rows, big_buf), bv.rows, d);
         if (a_small) {
             fused_small(big, sop.ptr, inv_small.data(), n, d, out, 1, ldo);  // big rows are output columns
         } else {
@@ -471,8 +479,8 @@ void cosine_similarity(const MatrixView<T>& a, const MatrixView<T>& b, T* out, s
 
     // ScaleOutput. Three phases, so that our own threads never run between two BLAS calls (OpenBLAS workers
     // spin-wait between calls; interleaving them with our threads collapses on a busy 2-core machine):
-    //  1. inverse norms of A and B (our threads);  2. GEMM tile by tile (BLAS threads): tiles of ~8 MiB of A and
-    //  B keep OpenBLAS efficient on skinny shapes (one huge (256 x 100000) call is slower than 25 of them);
+    //  1. inverse norms of A and B (our threads);  2. GEMM (BLAS threads), split into tiles of ~32 MiB of A and
+    //  B only for huge inputs (a single (256 x 100000) call was measured slower than a few smaller ones);
     //  3. one pass scaling the output by inv_a[i] * inv_b[j] (our threads). No copy of B is ever made unless
     //  BLAS cannot read its layout (then one tile at a time).
     std::vector<T> inv_a(static_cast<std::size_t>(n)), inv_b(static_cast<std::size_t>(m));
@@ -568,7 +576,7 @@ void topk_cosine(const MatrixView<T>& a, const MatrixView<T>& b, std::int64_t k,
     const bool copy_a = !blas_layout(a, probe), copy_b = !blas_layout(b, probe);
     const std::size_t sz = sizeof(T), dd = static_cast<std::size_t>(std::max<std::int64_t>(d, 1));
     const std::size_t budget = std::max<std::size_t>(memory_budget, std::size_t{1} << 16);
-    // B tile: at most a quarter of the budget (and ~8 MiB so that it stays in cache).
+    // B tile: at most a quarter of the budget (and at most 32 MiB).
     const std::int64_t mb = tile_rows<T>(d, m, std::min(kTileBytes, budget / 4));
     const std::size_t used_b = static_cast<std::size_t>(mb) * (copy_b ? dd * sz : 0) + static_cast<std::size_t>(mb) * sz;
     // A tile: the rest pays for the scratch scores (nb x mb) and, if A needs a copy, its rows.
@@ -584,9 +592,7 @@ void topk_cosine(const MatrixView<T>& a, const MatrixView<T>& b, std::int64_t k,
     Buffer<T> scores, buf_a, buf_b, small;
     scores.resize(static_cast<std::size_t>(nb * mb));
     if (fused) {  // A packed row-major with its inverse norms, once
-        small.resize(static_cast<std::size_t>(n * d));
-        for (std::int64_t i = 0; i < n; ++i)
-            for (std::int64_t j = 0; j < d; ++j) small[i * d + j] = a.data[i * a.row_stride + j * a.col_stride];
+        pack_rows(a, 0, n, small);
         inverse_norms(Operand<T>{small.data(), std::max<std::int64_t>(d, 1), false}, n, d, inv_a.data());
     }
     std::int64_t filled = 0;  // every row has seen the same candidates, so one fill count serves them all
@@ -595,12 +601,8 @@ void topk_cosine(const MatrixView<T>& a, const MatrixView<T>& b, std::int64_t k,
         Operand<T> opb;
         if (fused) {
             MatrixView<T> blk{b.data + j0 * b.row_stride, cols, d, b.row_stride, b.col_stride};
-            if (!(b.col_stride == 1 || d <= 1)) {
-                buf_b.resize(static_cast<std::size_t>(cols * d));
-                for (std::int64_t i = 0; i < cols; ++i)
-                    for (std::int64_t j = 0; j < d; ++j) buf_b[i * d + j] = blk.data[i * b.row_stride + j * b.col_stride];
-                blk = MatrixView<T>::row_major(buf_b.data(), cols, d);
-            }
+            if (!(b.col_stride == 1 || d <= 1))
+                blk = MatrixView<T>::row_major(pack_rows(b, j0, j1, buf_b), cols, d);
             fused_small(blk, small.data(), inv_a.data(), n, d, scores.data(), 1, cols);
         } else {
             opb = rows_operand(b, j0, j1, buf_b);

@@ -11,14 +11,23 @@ done in C++ with the GIL released.
 from __future__ import annotations
 
 import ctypes
+import os
 from typing import Any, Literal
 
 import numpy as np
 
 
 def _preload_openblas() -> None:
-    """Load scipy-openblas32's library globally before the extension, so that ``_core`` finds it even when its
-    rpath does not point at it (editable installs, unusual site-packages layouts)."""
+    """Load scipy-openblas32's library before the extension, for two reasons.
+
+    * ``_core`` then finds it even when its rpath does not point at it (editable installs, unusual layouts).
+    * OpenBLAS reads ``OPENBLAS_THREAD_TIMEOUT`` when it loads. By default its worker threads spin for
+      ~2^28 cycles (~0.1 s) after every call, taking the cores from our own passes (norms, scaling, top-k)
+      that follow a GEMM, making whole calls several times slower on 2 busy cores. Unless set by the user,
+      this private OpenBLAS (not numpy's, which is a separate library) gets 2^20 cycles (~0.3 ms): enough to
+      chain tiled GEMM calls without sleeping, short enough to free the cores. The variable is restored after
+      loading, so child processes and other libraries see the environment unchanged.
+    """
     try:
         import scipy_openblas32
     except ImportError:  # built against a system BLAS
@@ -26,8 +35,17 @@ def _preload_openblas() -> None:
     from pathlib import Path
 
     lib = Path(scipy_openblas32.get_lib_dir()) / scipy_openblas32.get_library(fullname=True)
-    if lib.exists():
+    if not lib.exists():
+        return
+    key = "OPENBLAS_THREAD_TIMEOUT"
+    previous = os.environ.get(key)
+    if previous is None:
+        os.environ[key] = "20"
+    try:
         ctypes.CDLL(str(lib), mode=ctypes.RTLD_GLOBAL)
+    finally:
+        if previous is None:
+            os.environ.pop(key, None)
 
 
 _preload_openblas()
@@ -36,8 +54,6 @@ from metric_bindings import _core  # noqa: E402
 
 DEFAULT_TOPK_BUDGET: int = int(_core.DEFAULT_TOPK_BUDGET)
 Strategy = Literal["auto", "normalize", "scale", "fused"]
-
-_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def _to_numpy(x: Any, name: str, fn: str) -> np.ndarray:
@@ -186,14 +202,3 @@ def blas_info() -> str:
 def choose_strategy(n: int, m: int, d: int) -> str:
     """The strategy (``"fused"``, ``"normalize"`` or ``"scale"``) that ``strategy="auto"`` uses here."""
     return str(_core.choose_strategy(n, m, d))
-
-
-__all__ = [
-    "DEFAULT_TOPK_BUDGET",
-    "_FLOATS",
-    "blas_info",
-    "choose_strategy",
-    "cosine_similarity",
-    "paired_cosine_similarity",
-    "topk_cosine",
-]

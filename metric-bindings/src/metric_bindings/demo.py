@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 import time
+from collections.abc import Callable
 
 import numpy as np
 
@@ -39,7 +40,8 @@ def numpy_cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a / np.linalg.norm(a, axis=1, keepdims=True)) @ (b / np.linalg.norm(b, axis=1, keepdims=True)).T
 
 
-def median_time(fn, repeat: int) -> float:
+def median_time(fn: Callable[[], object], repeat: int) -> float:
+    """Median wall time of ``repeat`` calls after one warm-up call (page faults, thread pools, caches)."""
     fn()  # warm-up
     ts = []
     for _ in range(repeat):
