@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from fileserver.manifest import Entry, parse_sums
-from fileserver.nginx import NativeNginx
+from fileserver.nginx import NativeNginx, is_fileserver
 from fileserver.pool import generate
 
 POOL_COUNT = 300
@@ -63,6 +63,17 @@ def nginx(pool: Path, workdir: Path) -> Iterator[NativeNginx]:
     server = NativeNginx(root=pool, prefix=workdir / "nginx")
     with server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def any_server(nginx: NativeNginx) -> str:
+    """A server for read-only tests: the one `docker compose up` / `make serve` started, if running.
+
+    It is recognised by its ``/healthz`` body, never by the port alone; otherwise the native fixture's server.
+    Tests that plant hostile files or change the pool always use their own native nginx.
+    """
+    url = f"http://127.0.0.1:{os.environ.get('FILESERVER_PORT', '8080')}/"
+    return url if is_fileserver(url) else nginx.url
 
 
 #: the CLI as users run it, from this venv whether or not its bin/ is on PATH
