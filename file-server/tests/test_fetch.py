@@ -189,3 +189,24 @@ def test_symlinked_folder_planted_in_out_is_not_followed(
     assert under and all(f"FAILED   {p}" in res.stdout for p in under)
     assert list(outside.iterdir()) == [], "nothing may be created through the planted symlink"
     assert f"verified {len(entries) - len(under)}/{len(entries)}" in res.stdout
+
+
+def test_any_folder_with_spaces_and_non_ascii_names(tmp_path: Path) -> None:
+    """`fileserver manifest` on a hand-made folder, served by nginx, fetched: names are percent-encoded."""
+    base = world_readable_tmp("fileserver-names-")
+    try:
+        docs = base / "docs"
+        (docs / "ünïcode dir" / "日本").mkdir(parents=True)
+        (docs / "ünïcode dir" / "file with space.txt").write_text("spaces\n")
+        (docs / "ünïcode dir" / "日本" / "文書 #1?.txt").write_text("こんにちは\n")
+        (docs / "100%.txt").write_text("percent\n")
+        for d in (docs, docs / "ünïcode dir", docs / "ünïcode dir" / "日本"):
+            d.chmod(0o755)
+        assert subprocess.run([*FS, "manifest", str(docs)], capture_output=True).returncode == 0
+        with NativeNginx(root=docs, prefix=base / "nginx") as server:
+            res = fetch(server.url, "--out", str(tmp_path / "copy"))
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert "verified 3/3" in res.stdout
+        assert (tmp_path / "copy" / "ünïcode dir" / "日本" / "文書 #1?.txt").read_text() == "こんにちは\n"
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
