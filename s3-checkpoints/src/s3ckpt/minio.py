@@ -38,6 +38,16 @@ def is_minio_live(endpoint: str, timeout: float = 1.0) -> bool:
         return False
 
 
+def _die_with_parent() -> None:
+    """Linux: the server gets SIGTERM if the test run / demo that started it dies (no leaked servers)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, 15)  # PR_SET_PDEATHSIG, SIGTERM
+    except Exception:  # noqa: BLE001 - best effort, other platforms
+        pass
+
+
 def find_minio_binary() -> str:
     """``$MINIO_BIN``, the cached ``go install`` build, or ``minio`` on PATH."""
     cands = [os.environ.get("MINIO_BIN", "")]
@@ -73,7 +83,8 @@ class MinioServer:
         logf = open(self.log_path, "wb")  # noqa: SIM115 - owned by the child's lifetime
         self.proc = subprocess.Popen(
             [self.binary, "server", self.data_dir, "--address", f"127.0.0.1:{self.port}", "--quiet"],
-            stdout=logf, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+            stdout=logf, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+            preexec_fn=_die_with_parent)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
