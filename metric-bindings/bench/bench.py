@@ -4,7 +4,8 @@ Full matrix (N, M, D): ours | a bare sgemm on pre-normalised inputs (the floor: 
 numpy normalise + matmul | scikit-learn cosine_similarity | torch normalise + mm.
 Row-wise (N, D): ours | numpy einsum / norms | torch F.cosine_similarity(dim=1).
 Top-k: ours | numpy normalise + matmul + argpartition | torch mm + topk.
-Medians of --repeat runs after one warm-up; ratios are "their time / our time" (> 1: we are faster).
+Medians of --repeat rounds after one warm-up, the methods of a shape timed round-robin; ratios are
+"their time / our time" (> 1: we are faster).
 Also the machine's sgemm GFLOP/s measured in the same run, and our share of it.
 
 Run it as `make bench` (or `make bench-quick`), which unsets OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE for this
@@ -18,13 +19,28 @@ import json
 import os
 import platform
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 import metric_bindings as mb
 from metric_bindings import _core
-from metric_bindings.demo import median_time
+
+
+def interleaved_medians(fns: dict[str, Callable[[], object]], repeat: int) -> dict[str, float]:
+    """Median time of each function, timed round-robin (one call of each per round, after one warm-up call
+    each), so that load from other processes on a shared machine hits every method alike."""
+    for fn in fns.values():
+        fn()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeat):
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t0)
+    return {k: float(np.median(v)) for k, v in times.items()}
 
 FULL = [(1, 100_000, 512), (256, 100_000, 512), (4096, 4096, 512), (4096, 4096, 64), (100_000, 16, 768),
         (2048, 2048, 2048)]
@@ -65,14 +81,17 @@ def time_full(a: np.ndarray, b: np.ndarray, repeat: int, torch, sk_cos) -> dict[
     out = np.empty((a.shape[0], b.shape[0]), np.float32)
     ta, tb = torch.from_numpy(a), torch.from_numpy(b)
     F = torch.nn.functional
-    return {
-        "ours": median_time(lambda: mb.cosine_similarity(a, b), repeat),
-        "ours (out=)": median_time(lambda: mb.cosine_similarity(a, b, out=out), repeat),
-        "bare sgemm": median_time(lambda: _core.gemm_nt(an, bn, out), repeat),
-        "numpy": median_time(lambda: normalize(a) @ normalize(b).T, repeat),
-        "sklearn": median_time(lambda: sk_cos(a, b), repeat),
-        "torch": median_time(lambda: F.normalize(ta, dim=1) @ F.normalize(tb, dim=1).T, repeat),
-    }
+    return interleaved_medians(
+        {
+            "ours": lambda: mb.cosine_similarity(a, b),
+            "ours (out=)": lambda: mb.cosine_similarity(a, b, out=out),
+            "bare sgemm": lambda: _core.gemm_nt(an, bn, out),
+            "numpy": lambda: normalize(a) @ normalize(b).T,
+            "sklearn": lambda: sk_cos(a, b),
+            "torch": lambda: F.normalize(ta, dim=1) @ F.normalize(tb, dim=1).T,
+        },
+        repeat,
+    )
 
 
 def bench_full(shapes, repeat: int, rng: np.random.Generator, torch, sk_cos, progress) -> list[dict]:
@@ -96,14 +115,15 @@ def time_rowwise(a: np.ndarray, b: np.ndarray, repeat: int, torch) -> dict[str, 
     def numpy_rowwise() -> np.ndarray:
         return np.einsum("ij,ij->i", a, b) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
 
-    return {
-        "ours": median_time(lambda: mb.paired_cosine_similarity(a, b), repeat),
-        "ours (out=)": median_time(lambda: mb.paired_cosine_similarity(a, b, out=out), repeat),
-        "numpy einsum": median_time(numpy_rowwise, repeat),
-        "torch F.cosine_similarity": median_time(
-            lambda: torch.nn.functional.cosine_similarity(ta, tb, dim=1), repeat
-        ),
-    }
+    return interleaved_medians(
+        {
+            "ours": lambda: mb.paired_cosine_similarity(a, b),
+            "ours (out=)": lambda: mb.paired_cosine_similarity(a, b, out=out),
+            "numpy einsum": numpy_rowwise,
+            "torch F.cosine_similarity": lambda: torch.nn.functional.cosine_similarity(ta, tb, dim=1),
+        },
+        repeat,
+    )
 
 
 def bench_rowwise(shapes, repeat: int, rng: np.random.Generator, torch, progress) -> list[dict]:
@@ -128,13 +148,14 @@ def time_topk(a: np.ndarray, b: np.ndarray, k: int, repeat: int, torch) -> dict[
         order = np.argsort(-vals, axis=1)
         return np.take_along_axis(vals, order, 1), np.take_along_axis(part, order, 1)
 
-    return {
-        "ours": median_time(lambda: mb.topk_cosine(a, b, k), repeat),
-        "numpy": median_time(numpy_topk, repeat),
-        "torch": median_time(
-            lambda: torch.topk(F.normalize(ta, dim=1) @ F.normalize(tb, dim=1).T, k, dim=1), repeat
-        ),
-    }
+    return interleaved_medians(
+        {
+            "ours": lambda: mb.topk_cosine(a, b, k),
+            "numpy": numpy_topk,
+            "torch": lambda: torch.topk(F.normalize(ta, dim=1) @ F.normalize(tb, dim=1).T, k, dim=1),
+        },
+        repeat,
+    )
 
 
 def bench_topk(shapes, repeat: int, rng: np.random.Generator, torch, progress) -> list[dict]:
@@ -228,8 +249,10 @@ def time_sgemm(rng: np.random.Generator, sq: int, repeat: int) -> tuple[float, f
     """Bare sgemm (sq, sq, 512) through our scipy-openblas32 and through numpy's OpenBLAS."""
     a = normalize(rng.standard_normal((sq, 512), dtype=np.float32))
     c = np.empty((sq, sq), np.float32)
-    return (median_time(lambda: _core.gemm_nt(a, a, c), repeat),
-            median_time(lambda: np.matmul(a, a.T, out=c), repeat))
+    t = interleaved_medians(
+        {"ours": lambda: _core.gemm_nt(a, a, c), "numpy": lambda: np.matmul(a, a.T, out=c)}, repeat
+    )
+    return t["ours"], t["numpy"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -269,7 +292,8 @@ def main(argv: list[str] | None = None) -> int:
         topk_rows = bench_topk(topk, args.repeat, rng, torch, progress)
 
     cmd = "make bench-quick" if args.quick else "make bench"
-    md = [f"Command: `{cmd}` (medians of {args.repeat} runs after a warm-up; (x) = their time / ours)", ""]
+    md = [f"Command: `{cmd}` (medians of {args.repeat} round-robin runs after a warm-up; "
+          "(x) = their time / ours)", ""]
     md += [f"- {line}" for line in header + [peak_line]] + ["", "Full matrix, float32:", ""]
     md += table_full(full_rows, peak) + ["", "Row-wise, float32:", ""] + table_rowwise(row_rows)
     md += ["", "Top-k, float32:", ""] + table_topk(topk_rows)
