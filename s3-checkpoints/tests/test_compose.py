@@ -49,3 +49,18 @@ def test_compose_main_services() -> None:
     ports = {p["target"] for p in svcs["minio"]["ports"]}
     assert ports == {9000, 9001}
     assert any(v["target"] == "/data" for v in svcs["minio"]["volumes"])
+
+
+def test_createbuckets_script_and_policy() -> None:
+    """The one-shot setup script is valid POSIX sh and the trainer policy is valid, bucket-limited JSON."""
+    r = subprocess.run(["sh", "-n", str(HERE / "compose" / "createbuckets.sh")], capture_output=True,
+                       text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    policy = json.loads((HERE / "compose" / "trainer-policy.json").read_text())
+    resources = {res for st in policy["Statement"] for res in st["Resource"]}
+    assert resources == {"arn:aws:s3:::BUCKET", "arn:aws:s3:::BUCKET/*"}  # sed fills in the bucket name
+    actions = {a for st in policy["Statement"] for a in st["Action"]}
+    # everything the library does as the trainer: list, versions, multipart clean-up, conditional put
+    assert {"s3:ListBucketMultipartUploads", "s3:AbortMultipartUpload", "s3:ListBucketVersions",
+            "s3:DeleteObjectVersion", "s3:PutObject", "s3:GetObject"} <= actions
+    assert not any(a.startswith("admin:") or a == "s3:*" for a in actions)
