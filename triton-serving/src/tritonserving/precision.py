@@ -398,7 +398,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--study",
         action="store_true",
-        help="also run the int8 recipe study (~3 min) and write build/int8_study.md",
+        help="also run the int8 recipe study (~6 min) and write build/int8_study.md",
     )
 
 
