@@ -124,6 +124,12 @@ def test_reader_random_access(store: CheckpointStore) -> None:
     r.readinto(buf)
     assert bytes(buf) == data[7:]
     r.verify()
+    # one wrong part digest: caught while reading (a whole part is hashed by its download thread)
+    wrong = list(parts)
+    wrong[1] = "0" * 64
+    r = S3Reader(store.client, store.bucket, "blob", len(data), part_size=ps, part_sha256=wrong)
+    with pytest.raises(IntegrityError, match="part 2"):
+        r.readinto(bytearray(len(data)))
     bad = S3Reader(store.client, store.bucket, "blob", len(data), "0" * 64)
     with pytest.raises(IntegrityError, match="SHA-256 mismatch"):
         bad.verify()

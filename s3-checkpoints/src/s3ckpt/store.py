@@ -352,9 +352,10 @@ class CheckpointStore:
                 raise IntegrityError(f"step {step}: {o['key']} has {head['ContentLength']} bytes, manifest "
                                      f"says {o['size']} (truncated or replaced)")
             stored = head.get("ChecksumSHA256")
-            if stored and o.get("s3_checksum_sha256") and stored != o["s3_checksum_sha256"]:
-                raise IntegrityError(f"step {step}: {o['key']} SHA-256 checksum on the server differs from "
-                                     f"the manifest (object replaced or corrupt)")
+            if o.get("s3_checksum_sha256") and stored != o["s3_checksum_sha256"]:
+                what = "differs from" if stored else "is missing, unlike"
+                raise IntegrityError(f"step {step}: {o['key']} SHA-256 checksum on the server {what} the "
+                                     f"manifest's (object replaced or corrupt)")
             if deep:
                 r = self._reader(o)
                 try:

@@ -19,13 +19,20 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import http.client
 import io
 import queue
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
+from botocore.exceptions import ResponseStreamingError
+from urllib3.exceptions import ProtocolError
+
 from s3ckpt.errors import IntegrityError
+
+# A GET whose body stops short: MinIO aborts the stream when its bitrot check fails on a damaged drive.
+STREAM_ERRORS = (ResponseStreamingError, http.client.IncompleteRead, ProtocolError)
 
 MiB = 1024 * 1024
 MIN_PART = 5 * MiB  # S3's minimum part size (all but the last part)
@@ -327,12 +334,25 @@ class S3Reader(io.RawIOBase):
         return self.client.get_object(**kw)["Body"]
 
     def _truncated(self, at: int) -> IntegrityError:
-        return IntegrityError(f"s3://{self.bucket}/{self.key}: object ended at byte {at}, manifest says "
-                              f"{self._size} bytes (truncated)")
+        return IntegrityError(f"s3://{self.bucket}/{self.key}: object ended (or the server stopped sending) "
+                              f"at byte {at}, manifest says {self._size} bytes (truncated or damaged)")
+
+    def _aborted(self, at: int, e: BaseException) -> IntegrityError:
+        return IntegrityError(f"s3://{self.bucket}/{self.key}: the server aborted the transfer at byte "
+                              f"{at} ({type(e).__name__}): stored object damaged (MinIO bitrot check) or "
+                              f"connection lost")
 
     def _fetch_into(self, start: int, mv: memoryview, part: int | None) -> None:
         """Ranged GET of ``[start, start+len(mv))`` written directly into ``mv`` (worker thread); if it is
         the whole part ``part``, hash and check it here, in parallel with the other workers."""
+        try:
+            self._fetch_into_raw(start, mv)
+        except STREAM_ERRORS as e:
+            raise self._aborted(start, e) from None
+        if part is not None:
+            self._check_part(part, hashlib.sha256(mv).hexdigest())
+
+    def _fetch_into_raw(self, start: int, mv: memoryview) -> None:
         body = self._get(start, start + len(mv))
         # Straight from the socket into the destination when the stack allows it (http.client's
         # readinto under urllib3); otherwise 1 MiB reads and a copy.
@@ -352,8 +372,6 @@ class S3Reader(io.RawIOBase):
                 got += n
         finally:
             body.close()
-        if part is not None:
-            self._check_part(part, hashlib.sha256(mv).hexdigest())
 
     def _parallel(self, start: int, mv: memoryview) -> None:
         """Fill ``mv`` from ``start``: pieces split at part boundaries, fetched in parallel; whole parts
@@ -417,6 +435,8 @@ class S3Reader(io.RawIOBase):
             body = self._get(fetch, end)
             try:
                 data = body.read()
+            except STREAM_ERRORS as e:
+                raise self._aborted(fetch, e) from None
             finally:
                 body.close()
             if len(data) < end - fetch:
