@@ -153,3 +153,19 @@ def test_async_save_and_error_surfaces(store: CheckpointStore) -> None:
 def test_bad_state_is_clear(store: CheckpointStore) -> None:
     with pytest.raises(S3CkptError, match="non-empty dict"):
         store.save(1, {})
+
+
+def test_whole_object_sha256_and_download(store: CheckpointStore, tmp_path) -> None:
+    import hashlib
+
+    store.whole_object_sha256 = True  # optional: also the plain SHA-256 of each object (sha256sum-able)
+    big = {"w": torch.randn(3 << 20)}  # 12 MiB -> 3 parts of 5 MiB
+    info = store.save(5, {"model": big})
+    o = info.objects[0]
+    assert len(o["part_sha256"]) == 3 and len(o["sha256"]) == 64
+    paths = store.download(5, str(tmp_path))
+    f = next(p for p in paths if "/model." in p)
+    with open(f, "rb") as fh:
+        assert hashlib.sha256(fh.read()).hexdigest() == o["sha256"]
+    assert torch.equal(torch.load(f)["w"], big["w"])
+    assert torch.equal(store.load(5).state["model"]["w"], big["w"])
