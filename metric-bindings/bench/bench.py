@@ -4,8 +4,9 @@ Full matrix (N, M, D): ours | a bare sgemm on pre-normalised inputs (the floor: 
 numpy normalise + matmul | scikit-learn cosine_similarity | torch normalise + mm.
 Row-wise (N, D): ours | numpy einsum / norms | torch F.cosine_similarity(dim=1).
 Top-k: ours | numpy normalise + matmul + argpartition | torch mm + topk.
-Medians of --repeat rounds after one warm-up, the methods of a shape timed round-robin; ratios are
-"their time / our time" (> 1: we are faster).
+Medians of --repeat rounds after one warm-up, the methods of a shape timed round-robin with a 0.2 s pause
+before each call (other libraries' worker threads stop spinning); ratios are "their time / our time"
+(> 1: we are faster).
 Also the machine's sgemm GFLOP/s measured in the same run, and our share of it.
 
 Run it as `make bench` (or `make bench-quick`), which unsets OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE for this
@@ -28,20 +29,6 @@ import numpy as np
 import metric_bindings as mb
 from metric_bindings import _core
 
-
-def interleaved_medians(fns: dict[str, Callable[[], object]], repeat: int) -> dict[str, float]:
-    """Median time of each function, timed round-robin (one call of each per round, after one warm-up call
-    each), so that load from other processes on a shared machine hits every method alike."""
-    for fn in fns.values():
-        fn()
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(repeat):
-        for k, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            times[k].append(time.perf_counter() - t0)
-    return {k: float(np.median(v)) for k, v in times.items()}
-
 FULL = [(1, 100_000, 512), (256, 100_000, 512), (4096, 4096, 512), (4096, 4096, 64), (100_000, 16, 768),
         (2048, 2048, 2048)]
 ROWWISE = [(1_000_000, 128), (100_000, 768)]
@@ -50,6 +37,27 @@ QUICK_FULL = [(1, 20_000, 512), (64, 20_000, 512), (1024, 1024, 512), (1024, 102
               (1024, 1024, 1024)]
 QUICK_ROWWISE = [(200_000, 128), (20_000, 768)]
 QUICK_TOPK = [(64, 20_000, 512, 10)]
+SETTLE_S = 0.2  # pause before each timed call; see interleaved_medians
+
+
+def interleaved_medians(fns: dict[str, Callable[[], object]], repeat: int) -> dict[str, float]:
+    """Median time of each function, timed round-robin (one call of each per round, after one warm-up call
+    each), so that load from other processes on a shared machine hits every method alike.
+
+    Each timed call starts after a short pause: every BLAS / OpenMP runtime in the process (numpy's OpenBLAS,
+    torch's OpenMP pool, ours) keeps its worker threads spinning for up to ~0.1 s after a call, and without
+    the pause whichever method comes next in the round would pay for the previous one's spinning threads.
+    """
+    for fn in fns.values():
+        fn()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeat):
+        for k, fn in fns.items():
+            time.sleep(SETTLE_S)
+            t0 = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t0)
+    return {k: float(np.median(v)) for k, v in times.items()}
 
 
 def blas_report() -> list[str]:

@@ -204,3 +204,32 @@ def test_blas_info_and_strategy_choice():
     assert mb.choose_strategy(1, 100000, 512) == "fused"
     assert mb.choose_strategy(100000, 16, 768) == "fused"
     assert mb.choose_strategy(256, 100000, 512) == "scale"
+
+
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
+def test_threaded_paths_match_reference(dt):
+    """Sizes above the per-thread grain, so that norms, scaling, the fused kernel, row-wise and top-k all run
+    on several threads (the hypothesis shapes above are too small to)."""
+    rng = np.random.default_rng(7)
+    a = rng.standard_normal((4, 16)).astype(dt)
+    b = rng.standard_normal((200_000, 16)).astype(dt)
+    ref = reference(a, b)
+    np.testing.assert_allclose(mb.cosine_similarity(a, b), ref, atol=tolerance(dt))  # fused, B is big
+    np.testing.assert_allclose(mb.cosine_similarity(b, a), ref.T, atol=tolerance(dt))  # fused, A is big
+    vals, idx = mb.topk_cosine(a, b, 7)
+    np.testing.assert_allclose(vals, np.sort(ref, axis=1)[:, ::-1][:, :7], atol=tolerance(dt))
+    c = rng.standard_normal((300, 64)).astype(dt)
+    e = np.asfortranarray(rng.standard_normal((9000, 64)).astype(dt))
+    ref2 = reference(c, e)
+    for strategy in ("scale", "normalize"):
+        np.testing.assert_allclose(mb.cosine_similarity(c, e, strategy=strategy), ref2, atol=tolerance(dt))
+    v2, i2 = mb.topk_cosine(c, e, 3, memory_budget=1 << 20)
+    np.testing.assert_allclose(v2, np.take_along_axis(ref2, i2, axis=1), atol=tolerance(dt))
+    x, y = rng.standard_normal((2, 50_000, 32)).astype(dt)
+    unit_x = x / np.linalg.norm(x, axis=1, keepdims=True)
+    unit_y = y / np.linalg.norm(y, axis=1, keepdims=True)
+    np.testing.assert_allclose(
+        mb.paired_cosine_similarity(x, y), np.einsum("ij,ij->i", unit_x, unit_y), atol=tolerance(dt)
+    )
+    np.testing.assert_allclose(mb.paired_cosine_similarity(np.asfortranarray(x), y),
+                               mb.paired_cosine_similarity(x, y), atol=tolerance(dt))

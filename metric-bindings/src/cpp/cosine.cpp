@@ -33,6 +33,7 @@ namespace {
 
 constexpr std::int64_t kBlasMax = std::numeric_limits<int>::max();  // 32-bit BLAS integers
 constexpr std::int64_t kFusedMaxRows = 8;  // Auto uses the fused kernel when one side has at most this many rows
+constexpr std::int64_t kParallelGrain = std::int64_t{1} << 19;  // elements per thread before we use threads
 constexpr std::size_t kTileBytes = std::size_t{32} << 20;  // GEMM operand tile: only huge inputs are split
 
 // ---------------------------------------------------------------- small helpers
@@ -81,9 +82,12 @@ std::int64_t own_threads() {
 }
 
 /// Runs f(begin, end) over [0, n) on up to own_threads() threads when each gets >= grain items.
-/// Work is handed out in small chunks from a shared counter rather than split in equal parts up front: on a
-/// busy machine (or right after a BLAS call, while OpenBLAS workers still spin) one thread may get much less CPU
-/// than the other, and with static halves the whole call would wait for the slow half.
+///
+/// Built for a busy machine: work is handed out in small chunks from a shared counter, the calling thread
+/// takes chunks too, and it waits only for chunks that a helper has actually claimed. A helper that the OS has
+/// not scheduled yet (common on 2 shared cores, or right after a BLAS call while OpenBLAS workers spin) is not
+/// waited for: when it finally runs it finds no work left and exits without touching f. Joining helpers
+/// instead would add a scheduler time slice (several ms) to every call.
 template <typename F>
 void parallel_for(std::int64_t n, std::int64_t grain, F&& f) {
     static const std::int64_t hw = own_threads();
@@ -92,20 +96,33 @@ void parallel_for(std::int64_t n, std::int64_t grain, F&& f) {
         f(std::int64_t{0}, n);
         return;
     }
+    struct State {
+        std::atomic<std::int64_t> next{0};
+        std::atomic<std::int64_t> in_flight{0};  // helpers between "about to claim" and "chunk done"
+    };
+    auto state = std::make_shared<State>();
     const std::int64_t chunk = std::max<std::int64_t>(1, n / (nt * 16));
-    std::atomic<std::int64_t> next{0};
-    auto worker = [&] {
+    auto* fp = &f;
+    auto helper = [state, fp, n, chunk] {
         for (;;) {
-            const std::int64_t b = next.fetch_add(chunk, std::memory_order_relaxed);
-            if (b >= n) return;
-            f(b, std::min(n, b + chunk));
+            state->in_flight.fetch_add(1, std::memory_order_acq_rel);  // announce before claiming
+            const std::int64_t b = state->next.fetch_add(chunk, std::memory_order_acq_rel);
+            if (b >= n) {  // nothing left: never touch f (the caller may have returned)
+                state->in_flight.fetch_sub(1, std::memory_order_acq_rel);
+                return;
+            }
+            (*fp)(b, std::min(n, b + chunk));
+            state->in_flight.fetch_sub(1, std::memory_order_acq_rel);
         }
     };
-    std::vector<std::thread> threads;
-    threads.reserve(static_cast<std::size_t>(nt - 1));
-    for (std::int64_t t = 1; t < nt; ++t) threads.emplace_back(worker);
-    worker();
-    for (auto& th : threads) th.join();
+    for (std::int64_t t = 1; t < nt; ++t) std::thread(helper).detach();
+    for (;;) {
+        const std::int64_t b = state->next.fetch_add(chunk, std::memory_order_acq_rel);
+        if (b >= n) break;
+        f(b, std::min(n, b + chunk));
+    }
+    // Every chunk is claimed; wait for the ones helpers are still running (short: at most one chunk each).
+    while (state->in_flight.load(std::memory_order_acquire) != 0) std::this_thread::yield();
 }
 
 // ---------------------------------------------------------------- BLAS operands
@@ -197,7 +214,7 @@ template <typename T>
 void inverse_norms(const Operand<T>& op, std::int64_t n, std::int64_t d, T* inv, bool threads = true) {
     if (n <= 0) return;
     const std::int64_t grain =
-        threads ? std::max<std::int64_t>(1, (std::int64_t{1} << 18) / std::max<std::int64_t>(d, 1)) : n + 1;
+        threads ? std::max<std::int64_t>(1, kParallelGrain / std::max<std::int64_t>(d, 1)) : n + 1;
     if (!op.col_major) {
         parallel_for(n, grain, [&](std::int64_t b, std::int64_t e) {
             for (std::int64_t i = b; i < e; ++i) {
@@ -245,7 +262,7 @@ void gemm_abt(const Operand<T>& a, const Operand<T>& b, std::int64_t n, std::int
 /// c[i, j] *= ia[i] * ib[j] over an n x m tile.
 template <typename T>
 void scale_tile(T* c, std::int64_t ldc, std::int64_t n, std::int64_t m, const T* ia, const T* ib) {
-    parallel_for(n, std::max<std::int64_t>(1, (std::int64_t{1} << 17) / std::max<std::int64_t>(m, 1)),
+    parallel_for(n, std::max<std::int64_t>(1, kParallelGrain / std::max<std::int64_t>(m, 1)),
                  [&](std::int64_t b, std::int64_t e) {
                      for (std::int64_t i = b; i < e; ++i) {
                          T* row = c + i * ldc;
@@ -272,7 +289,7 @@ Buffer<T> normalized_copy(const MatrixView<T>& v) {
     Buffer<T> scratch;
     const Operand<T> op = rows_operand(v, 0, n, scratch);
     inverse_norms(op, n, d, inv.data());
-    parallel_for(n, std::max<std::int64_t>(1, (std::int64_t{1} << 16) / std::max<std::int64_t>(d, 1)),
+    parallel_for(n, std::max<std::int64_t>(1, kParallelGrain / std::max<std::int64_t>(d, 1)),
                  [&](std::int64_t b, std::int64_t e) {
                      for (std::int64_t i = b; i < e; ++i) {
                          T* dst = out.data() + i * d;
@@ -299,7 +316,7 @@ Buffer<T> normalized_copy(const MatrixView<T>& v) {
 template <typename T>
 void fused_small(const MatrixView<T>& big, const T* small, const T* inv_small, std::int64_t ns, std::int64_t d,
                  T* out, std::int64_t os_big, std::int64_t os_small) {
-    const std::int64_t grain = std::max<std::int64_t>(2, (std::int64_t{1} << 16) / std::max<std::int64_t>(d * ns, 1));
+    const std::int64_t grain = std::max<std::int64_t>(2, kParallelGrain / std::max<std::int64_t>(d * ns, 1));
     parallel_for(big.rows, grain, [&](std::int64_t lo, std::int64_t hi) {
         std::int64_t i = lo;
         // Two big rows at a time against four small rows: 6 loads feed 8 FMAs (register blocking).
@@ -514,7 +531,7 @@ void paired_cosine_similarity(const MatrixView<T>& a, const MatrixView<T>& b, T*
     const std::int64_t n = a.rows, d = a.cols;
     if (n == 0) return;
     if (out == nullptr) throw std::invalid_argument(std::string(fn) + ": output is a null pointer");
-    const std::int64_t grain = std::max<std::int64_t>(1, (std::int64_t{1} << 18) / std::max<std::int64_t>(d, 1));
+    const std::int64_t grain = std::max<std::int64_t>(1, kParallelGrain / std::max<std::int64_t>(d, 1));
     if (a.col_stride == 1 && b.col_stride == 1) {  // rows contiguous: one fused, vectorised pass per row
         parallel_for(n, grain, [&](std::int64_t lo, std::int64_t hi) {
             for (std::int64_t i = lo; i < hi; ++i) {

@@ -191,3 +191,20 @@ TEST(Core, EmptyInputsAreNoOps) {
 }
 
 TEST(Core, BlasInfoNamesTheLibrary) { EXPECT_FALSE(mb::blas_info().empty()); }
+
+TEST(Core, ThreadedPathsAgreeWithReference) {
+    // Above the per-thread grain: norms, fused kernel, scaling and row-wise run on several threads.
+    const std::int64_t n = 3, m = 120000, d = 24;
+    auto av = random_matrix<float>(n, d, 11), bv = random_matrix<float>(m, d, 12);
+    auto a = mb::MatrixView<float>::row_major(av.data(), n, d), b = mb::MatrixView<float>::row_major(bv.data(), m, d);
+    std::vector<float> out(static_cast<std::size_t>(n * m));
+    for (auto s : {mb::Strategy::Fused, mb::Strategy::ScaleOutput}) {
+        mb::cosine_similarity(a, b, out.data(), m, s);
+        for (std::int64_t i = 0; i < n; ++i)
+            for (std::int64_t j = 0; j < m; j += 997) ASSERT_NEAR(out[i * m + j], ref_cos(a, i, b, j), 2e-5);
+    }
+    auto b3 = mb::MatrixView<float>::row_major(bv.data(), m / 2, d), c3 = mb::MatrixView<float>::row_major(bv.data() + (m / 2) * d, m / 2, d);
+    std::vector<float> p(static_cast<std::size_t>(m / 2));
+    mb::paired_cosine_similarity(b3, c3, p.data());
+    for (std::int64_t i = 0; i < m / 2; i += 101) ASSERT_NEAR(p[i], ref_cos(b3, i, c3, i), 2e-5);
+}
