@@ -137,3 +137,24 @@ def test_cli_help_lists_the_subcommands() -> None:
     out = subprocess.run([str(cli), "--help"], capture_output=True, text=True, timeout=60).stdout
     for sub in ("export", "forms", "plans", "repo", "drift"):
         assert sub in out
+
+
+def test_export_another_model_directory(tmp_path: Path, fp32_model: Path) -> None:
+    """``--model <dir>``: a copy elsewhere exports to the same embeddings; a non-ST model is refused."""
+    import shutil
+
+    from tritonserving.export import export_onnx
+    from tritonserving.forms import ort_runner, tokenize_sentences
+
+    copy = tmp_path / "my-model"
+    shutil.copytree(packaged_model_dir(), copy)
+    out = export_onnx(str(copy), tmp_path / "out")
+    assert (tmp_path / "out" / "tokenizer.json").is_file()
+    batch = tokenize_sentences(VARIED[:6], BUILD)
+    a = ort_runner(fp32_model)(batch["input_ids"], batch["attention_mask"])
+    b = ort_runner(out)(batch["input_ids"], batch["attention_mask"])
+    assert float(np.abs(a - b).max()) <= 1e-6
+
+    (copy / "modules.json").unlink()
+    with pytest.raises(ModelSourceError, match="not a sentence-transformers model"):
+        export_onnx(str(copy), tmp_path / "out2")

@@ -103,13 +103,17 @@ def export_onnx(model: str | None, out_dir: str | os.PathLike, force: bool = Fal
             log.info("fp32 ONNX up to date: %s", target)
             return target
 
+    if not (src / "modules.json").is_file():
+        raise ModelSourceError(
+            f"--model {model}: not a sentence-transformers model (no modules.json); the contract needs a "
+            "pooled sentence_embedding output"
+        )
     from optimum.exporters.onnx import main_export
     from transformers import AutoConfig
 
     hidden = int(AutoConfig.from_pretrained(str(src)).hidden_size)
     if model in (None, DEFAULT_MODEL) and hidden != EMBED_DIM:  # pragma: no cover - sanity
         raise RuntimeError(f"expected hidden size {EMBED_DIM}, got {hidden}")
-    is_st = (src / "modules.json").is_file()
     steps = tqdm(total=3, desc="export fp32 ONNX", unit="step")
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="ts-export-") as tmp:
@@ -118,17 +122,12 @@ def export_onnx(model: str | None, out_dir: str | os.PathLike, force: bool = Fal
             str(src),
             tmp,
             task="feature-extraction",
-            library_name="sentence_transformers" if is_st else "transformers",
+            library_name="sentence_transformers",
             opset=OPSET,
             do_validation=False,  # we validate against sentence-transformers ourselves (tests/test_export.py)
             local_files_only=True,
         )
         steps.update()
-        if not is_st:
-            raise ModelSourceError(
-                f"--model {model}: not a sentence-transformers model (no modules.json); the contract needs a "
-                "pooled sentence_embedding output"
-            )
         steps.set_postfix_str("prune + pin shapes")
         _clean_graph(Path(tmp) / "model.onnx", hidden)
         steps.update()
