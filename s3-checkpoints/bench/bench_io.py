@@ -4,7 +4,7 @@ Same MinIO server, same bytes, same run. Each measurement runs in a fresh child 
 RSS (VmHWM) is its own. "extra" memory = peak RSS minus what the process needs anyway (the state itself
 and the interpreter/libraries, measured just before the operation).
 
-    make bench                       # 1 GiB state (16 x 64 MiB float32 tensors), 2 rounds
+    make bench                       # 1 GiB state (16 x 64 MiB float32 tensors), 3 rounds
     python bench/bench_io.py --size-mib 256 --rounds 1     # quicker
 
 Prints a table with ratios and writes bench/results/latest.json.
@@ -117,7 +117,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--size-mib", type=int, default=1024)
     p.add_argument("--tensors", type=int, default=16)
-    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--part-mib", type=int, default=8)
     p.add_argument("--inflight", type=int, default=5)
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)

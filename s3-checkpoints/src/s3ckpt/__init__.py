@@ -15,8 +15,16 @@ from s3ckpt.errors import (
     WriteConflict,
 )
 from s3ckpt.s3 import S3Settings, make_client
-from s3ckpt.state import capture_rng_state, restore_rng_state
 from s3ckpt.store import CheckpointInfo, CheckpointStore, LoadedCheckpoint
+
+
+def __getattr__(name: str):  # lazy: importing torch takes seconds, and the CLI mostly does not need it
+    if name in ("capture_rng_state", "restore_rng_state"):
+        from s3ckpt import state
+
+        return getattr(state, name)
+    raise AttributeError(f"module 's3ckpt' has no attribute {name!r}")
+
 
 __all__ = [
     "AccessDenied",

@@ -31,7 +31,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, is_dataclass
 from typing import Any
 
-import torch
 from botocore.exceptions import ClientError
 
 from s3ckpt.errors import (
@@ -88,6 +87,8 @@ def _jsonable(obj: Any) -> Any:
 
 def _snapshot(obj: Any) -> Any:
     """Deep copy of the tensors in ``obj`` onto the CPU, for a background save (training keeps mutating)."""
+    import torch
+
     if isinstance(obj, torch.Tensor):
         return obj.detach().to("cpu", copy=True)
     if isinstance(obj, dict):
@@ -204,6 +205,8 @@ class CheckpointStore:
 
     def _save(self, step: int, state: dict[str, Any], metadata: dict[str, Any] | None,
               keep_last: int | None) -> CheckpointInfo:
+        import torch  # here, not at import time: the CLI (list/verify/prune) starts without torch
+
         if not isinstance(state, dict) or not state:
             raise S3CkptError("state must be a non-empty dict of name -> object (e.g. {'model': sd})")
         self.abort_stale_uploads(older_than=self.stale_after)
@@ -408,6 +411,8 @@ class CheckpointStore:
 
     def _load_step(self, step: int, map_location: Any, parts: list[str] | None,
                    weights_only: bool) -> LoadedCheckpoint:
+        import torch
+
         man = self.manifest(step)
         self.verify(step, deep=False, manifest=man)  # cheap: sizes + server checksums, before reading GBs
         state: dict[str, Any] = {}
