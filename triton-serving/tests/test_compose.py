@@ -105,3 +105,17 @@ def test_compose_cpu_repository_moves_onnx_and_openvino_to_cpu(tmp_path) -> None
         assert (out / form / "1" / "model.onnx").read_bytes() == b"onnx"
     ov = text_format.Parse((out / "minilm_openvino" / "config.pbtxt").read_text(), mc.ModelConfig())
     assert ov.optimization.execution_accelerators.cpu_execution_accelerator[0].name == "openvino"
+
+
+def test_service_scripts_are_shipped_and_parse() -> None:
+    """The plans and sdk services run scripts from bind mounts: they must exist here and be valid bash."""
+    services = _services()
+    for name in ("plans", "sdk"):
+        svc = services[name]
+        script = svc["command"][-1]
+        mounts = {v["target"]: v["source"] for v in svc["volumes"]}
+        target = next(t for t in mounts if script.startswith(t + "/"))
+        local = Path(mounts[target]) / script[len(target) + 1 :]
+        assert local.is_file(), f"{name}: {local} missing"
+        r = subprocess.run(["bash", "-n", str(local)], capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0, r.stderr
