@@ -176,51 +176,45 @@ def bench_topk(shapes, repeat: int, rng: np.random.Generator, torch, progress) -
     return rows
 
 
-def table_full(rows: list[dict], peak: float) -> list[str]:
-    out = [
-        "| (N, M, D) | strategy | ours ms | bare sgemm ms | ours % of bare sgemm | ours GFLOP/s (% of peak) "
-        "| numpy ms (x) | sklearn ms (x) | torch ms (x) |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
+def vs(t: dict[str, float], key: str) -> str:
+    """One table cell: their median in ms and the ratio to ours."""
+    return f"{t[key] * 1e3:.1f} ({t[key] / t['ours']:.2f}x)"
+
+
+def table(header: str, rows: list[dict], first_cells, others: list[str]) -> list[str]:
+    """A markdown table: the shape, the cells first_cells(row) gives, then one vs() cell per other method."""
+    out = [header, "|" + "---|" * (header.count("|") - 1)]
     for r in rows:
-        t = r["times"]
-        ours = t["ours"]
-        gf = r["flops"] / ours / 1e9
-        out.append(
-            f"| {tuple(r['shape'])} | {r['strategy']} | {ours * 1e3:.1f} | {t['bare sgemm'] * 1e3:.1f} | "
-            f"{t['bare sgemm'] / ours * 100:.0f}% | {gf:.0f} ({gf / peak * 100:.0f}%) | "
-            f"{t['numpy'] * 1e3:.1f} ({t['numpy'] / ours:.2f}x) | "
-            f"{t['sklearn'] * 1e3:.1f} ({t['sklearn'] / ours:.2f}x) | "
-            f"{t['torch'] * 1e3:.1f} ({t['torch'] / ours:.2f}x) |"
-        )
+        cells = [str(tuple(r["shape"]))] + first_cells(r) + [vs(r["times"], k) for k in others]
+        out.append("| " + " | ".join(cells) + " |")
     return out
+
+
+def table_full(rows: list[dict], peak: float) -> list[str]:
+    def first(r: dict) -> list[str]:
+        t, gf = r["times"], r["flops"] / r["times"]["ours"] / 1e9
+        return [r["strategy"], f"{t['ours'] * 1e3:.1f}", f"{t['bare sgemm'] * 1e3:.1f}",
+                f"{t['bare sgemm'] / t['ours'] * 100:.0f}%", f"{gf:.0f} ({gf / peak * 100:.0f}%)"]
+
+    header = (
+        "| (N, M, D) | strategy | ours ms | bare sgemm ms | ours % of bare sgemm | ours GFLOP/s (% of peak) "
+        "| numpy ms (x) | sklearn ms (x) | torch ms (x) |"
+    )
+    return table(header, rows, first, ["numpy", "sklearn", "torch"])
 
 
 def table_rowwise(rows: list[dict]) -> list[str]:
-    out = ["| (N, D) | ours ms (GB/s) | numpy einsum ms (x) | torch F.cosine_similarity ms (x) |",
-           "|---|---|---|---|"]
-    for r in rows:
-        t = r["times"]
-        ours = t["ours"]
-        out.append(
-            f"| {tuple(r['shape'])} | {ours * 1e3:.1f} ({r['bytes'] / ours / 1e9:.1f}) | "
-            f"{t['numpy einsum'] * 1e3:.1f} ({t['numpy einsum'] / ours:.2f}x) | "
-            f"{t['torch F.cosine_similarity'] * 1e3:.1f} ({t['torch F.cosine_similarity'] / ours:.2f}x) |"
-        )
-    return out
+    header = "| (N, D) | ours ms (GB/s) | numpy einsum ms (x) | torch F.cosine_similarity ms (x) |"
+    def first(r: dict) -> list[str]:
+        ours = r["times"]["ours"]
+        return [f"{ours * 1e3:.1f} ({r['bytes'] / ours / 1e9:.1f})"]
+
+    return table(header, rows, first, ["numpy einsum", "torch F.cosine_similarity"])
 
 
 def table_topk(rows: list[dict]) -> list[str]:
-    out = ["| (N, M, D, k) | ours ms | numpy matmul+argpartition ms (x) | torch mm+topk ms (x) |",
-           "|---|---|---|---|"]
-    for r in rows:
-        t = r["times"]
-        out.append(
-            f"| {tuple(r['shape'])} | {t['ours'] * 1e3:.1f} | "
-            f"{t['numpy'] * 1e3:.1f} ({t['numpy'] / t['ours']:.2f}x) | "
-            f"{t['torch'] * 1e3:.1f} ({t['torch'] / t['ours']:.2f}x) |"
-        )
-    return out
+    header = "| (N, M, D, k) | ours ms | numpy matmul+argpartition ms (x) | torch mm+topk ms (x) |"
+    return table(header, rows, lambda r: [f"{r['times']['ours'] * 1e3:.1f}"], ["numpy", "torch"])
 
 
 def plot(full: list[dict], rowwise: list[dict], path: Path) -> None:
