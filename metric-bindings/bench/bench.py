@@ -192,13 +192,15 @@ def table(header: str, rows: list[dict], first_cells, others: list[str]) -> list
 
 def table_full(rows: list[dict], peak: float) -> list[str]:
     def first(r: dict) -> list[str]:
+        # The bare sgemm writes into a reused buffer, so it is compared with ours (out=): same memory traffic.
         t, gf = r["times"], r["flops"] / r["times"]["ours"] / 1e9
-        return [r["strategy"], f"{t['ours'] * 1e3:.1f}", f"{t['bare sgemm'] * 1e3:.1f}",
-                f"{t['bare sgemm'] / t['ours'] * 100:.0f}%", f"{gf:.0f} ({gf / peak * 100:.0f}%)"]
+        return [r["strategy"], f"{t['ours'] * 1e3:.1f}", f"{t['ours (out=)'] * 1e3:.1f}",
+                f"{t['bare sgemm'] * 1e3:.1f}", f"{t['bare sgemm'] / t['ours (out=)'] * 100:.0f}%",
+                f"{gf:.0f} ({gf / peak * 100:.0f}%)"]
 
     header = (
-        "| (N, M, D) | strategy | ours ms | bare sgemm ms | ours % of bare sgemm | ours GFLOP/s (% of peak) "
-        "| numpy ms (x) | sklearn ms (x) | torch ms (x) |"
+        "| (N, M, D) | strategy | ours ms | ours out= ms | bare sgemm out= ms | ours out= % of bare sgemm "
+        "| ours GFLOP/s (% of peak) | numpy ms (x) | sklearn ms (x) | torch ms (x) |"
     )
     return table(header, rows, first, ["numpy", "sklearn", "torch"])
 
