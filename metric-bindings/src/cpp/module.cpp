@@ -11,13 +11,20 @@
 #include <nanobind/stl/pair.h>
 #include <nanobind/stl/string.h>
 
+#include <algorithm>
 #include <cstdint>
+#include <cstdlib>
+#include <new>
 #include <optional>
 #include <sstream>
 #include <stdexcept>
 #include <string>
 
 #include "cosine.hpp"
+
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 
 namespace nb = nanobind;
 using namespace nb::literals;
@@ -42,13 +49,32 @@ mb::MatrixView<T> view(const In<T>& x) {
             static_cast<std::int64_t>(x.stride(0)), static_cast<std::int64_t>(x.stride(1))};
 }
 
+/// Memory for a result array. Large results are 2 MiB-aligned and advised as transparent huge pages, as numpy
+/// does for its own arrays: the first touch of a fresh 64 MiB result otherwise costs ~16k page faults, measured
+/// at +22 ms (more than the GEMM itself) at (4096, 4096, 64).
+void* result_memory(std::size_t bytes) {
+    constexpr std::size_t kHuge = std::size_t{2} << 20;
+    if (bytes < 2 * kHuge) {
+        void* p = std::malloc(std::max<std::size_t>(bytes, 1));
+        if (p == nullptr) throw std::bad_alloc();
+        return p;
+    }
+    const std::size_t rounded = (bytes + kHuge - 1) / kHuge * kHuge;
+    void* p = std::aligned_alloc(kHuge, rounded);
+    if (p == nullptr) throw std::bad_alloc();
+#ifdef MADV_HUGEPAGE
+    madvise(p, rounded, MADV_HUGEPAGE);  // advice only: failure is harmless
+#endif
+    return p;
+}
+
 /// A new numpy array that owns a heap buffer (freed when Python drops the array).
 template <typename T, std::size_t Dim>
 nb::ndarray<nb::numpy, T, nb::ndim<Dim>> new_array(std::initializer_list<std::size_t> shape_) {
     std::size_t count = 1;
     for (auto s : shape_) count *= s;
-    T* data = new T[count == 0 ? 1 : count];
-    nb::capsule owner(data, [](void* p) noexcept { delete[] static_cast<T*>(p); });
+    T* data = static_cast<T*>(result_memory(count * sizeof(T)));
+    nb::capsule owner(data, [](void* p) noexcept { std::free(p); });
     return nb::ndarray<nb::numpy, T, nb::ndim<Dim>>(data, shape_, owner);
 }
 
