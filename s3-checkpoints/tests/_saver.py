@@ -1,12 +1,13 @@
 """Child process for the crash tests: saves one big step and reports every protocol event on stdout.
 
-The parent SIGKILLs it at a chosen event. Slowed down a little per part so that the kill really lands
-while parts are still in flight.
+The parent SIGKILLs it at a chosen event. The child holds at that event (the optional last argument) until
+it is killed, so the kill lands exactly there however slowly the parent reads the pipe on a busy machine.
 """
 
 from __future__ import annotations
 
 import sys
+import threading
 import time
 
 import torch
@@ -16,13 +17,19 @@ from s3ckpt import CheckpointStore, S3Settings
 
 def main() -> None:
     endpoint, user, password, bucket, step, mib = sys.argv[1:7]
+    hold_at = sys.argv[7] if len(sys.argv) > 7 else "EVENT objects_done"
+
+    print_lock = threading.Lock()  # upload threads report too: one whole line at a time
 
     def on_event(ev: str, info: dict) -> None:
-        print(f"EVENT {ev} {info.get('part', '')}", flush=True)
-        if ev == "part_uploaded":
+        line = f"EVENT {ev} {info.get('part', '')}".strip()
+        with print_lock:
+            sys.stdout.write(line + "\n")
+            sys.stdout.flush()
+        if line == hold_at:
+            time.sleep(120)  # the parent kills us here: the save can get no further than this event
+        elif ev == "part_uploaded":
             time.sleep(0.1)
-        if ev == "objects_done":
-            time.sleep(120)  # every data object is uploaded, the manifest is not: the parent kills us here
 
     s = S3Settings(endpoint=endpoint, access_key=user, secret_key=password, bucket=bucket, prefix="ckpt")
     st = CheckpointStore(settings=s, run="test", part_size=5 * 1024 * 1024, max_inflight=2, on_event=on_event)

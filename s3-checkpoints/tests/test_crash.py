@@ -19,17 +19,20 @@ SAVER = str(Path(__file__).with_name("_saver.py"))
 
 def _save_and_kill(minio, bucket: str, step: int, kill_at: str) -> str:
     p = subprocess.Popen([sys.executable, SAVER, minio.endpoint, minio.user, minio.password, bucket,
-                          str(step), "40"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                         env=minio.env(bucket))
+                          str(step), "40", kill_at],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=minio.env(bucket))
     seen = []
-    deadline = time.monotonic() + 120
+    t0 = time.monotonic()
+    reached = False
     assert p.stdout is not None
     for line in p.stdout:
-        seen.append(line.strip())
-        if line.strip() == kill_at or time.monotonic() > deadline:
-            os.kill(p.pid, signal.SIGKILL)
+        seen.append(f"{time.monotonic() - t0:.2f}s {line.strip()}")
+        reached = line.strip() == kill_at
+        if reached or time.monotonic() > t0 + 120:
             break
+    os.kill(p.pid, signal.SIGKILL)
     p.wait(timeout=30)
+    assert reached, f"the saver never reported {kill_at!r}: {seen}"
     assert p.returncode == -signal.SIGKILL, seen
     return "\n".join(seen)
 
@@ -44,7 +47,7 @@ def test_kill9_mid_save_leaves_previous_step_latest(minio, bucket, kill_at: str)
     st = CheckpointStore(settings=minio.settings(bucket), run="test", part_size=5 * 1024 * 1024)
     good = {"model": {"w": torch.arange(1000.0)}}
     st.save(1, good, {"note": "good"})
-    _save_and_kill(minio, bucket, 2, kill_at)
+    child_log = _save_and_kill(minio, bucket, 2, kill_at)
 
     assert st.committed_steps() == [1]  # step 2 has no manifest: it does not exist
     ck = st.load("latest")
@@ -54,7 +57,7 @@ def test_kill9_mid_save_leaves_previous_step_latest(minio, bucket, kill_at: str)
 
     before = st.client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
     if kill_at.startswith("EVENT part_uploaded"):
-        assert before, "a killed multipart save should leave an unfinished upload behind"
+        assert before, f"a killed multipart save should leave an unfinished upload behind; child: {child_log}"
     cleaned = st.recover()  # what the trainer does on restart
     assert cleaned["aborted_uploads"] == len(before)
     assert st.client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
