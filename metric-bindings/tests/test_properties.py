@@ -3,6 +3,8 @@ transposed, sliced, reversed, broadcast), dtypes; symmetry, scale invariance, bo
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 from conftest import reference, tolerance
@@ -59,7 +61,7 @@ dims = st.sampled_from([1, 2, 3, 7, 8, 33, 64, 129])
     db=st.sampled_from(DTYPES),
     zero=st.booleans(),
     seed=st.integers(0, 2**32 - 1),
-    strategy=st.sampled_from(["auto", "normalize", "scale", "fused"]),
+    strategy=st.sampled_from(["auto", "normalize", "scale", "fused", "packed"]),
 )
 def test_matrix_matches_reference(n, m, d, la, lb, da, db, zero, seed, strategy):
     rng = np.random.default_rng(seed)
@@ -153,7 +155,7 @@ def test_transposed_and_fortran_inputs_need_no_copy():
 def test_zero_rows_give_zero_and_nan_propagates():
     a = np.array([[0.0, 0.0], [1.0, np.nan], [3.0, 4.0]], dtype=np.float32)
     b = np.array([[1.0, 0.0], [0.0, 0.0]], dtype=np.float32)
-    for strategy in ("normalize", "scale", "fused"):
+    for strategy in ("normalize", "scale", "fused", "packed"):
         got = mb.cosine_similarity(a, b, strategy=strategy)
         assert got[0, 0] == 0 and got[0, 1] == 0
         assert np.isnan(got[1]).all()
@@ -200,10 +202,59 @@ def test_empty_inputs_give_empty_results(shape_a, shape_b):
 
 def test_blas_info_and_strategy_choice():
     assert "openblas" in mb.blas_info().lower() or "blas" in mb.blas_info().lower()
-    assert mb.choose_strategy(4096, 4096, 512) == "normalize"
     assert mb.choose_strategy(1, 100000, 512) == "fused"
     assert mb.choose_strategy(100000, 16, 768) == "fused"
-    assert mb.choose_strategy(256, 100000, 512) == "scale"
+    # float64 never takes the float32-only packed GEMM
+    assert mb.choose_strategy(4096, 4096, 512, np.float64) == "normalize"
+    assert mb.choose_strategy(256, 100000, 512, np.float64) == "scale"
+    # float32: the packed GEMM for large work when this build has it; CBLAS below 2^29 multiply-adds and when
+    # A is the huge side
+    big = "packed" if mb.packed_gemm_available() else None
+    assert mb.choose_strategy(4096, 4096, 512) == (big or "normalize")
+    assert mb.choose_strategy(256, 100000, 512) == (big or "scale")
+    assert mb.choose_strategy(300, 300, 300) == "scale"
+    assert mb.choose_strategy(100000, 256, 768) == "scale"
+
+
+def test_packed_gemm_is_built_where_the_cpu_has_avx512():
+    """A native build on an AVX-512 CPU must include the packed GEMM (else Auto silently loses it)."""
+    flags = open("/proc/cpuinfo").read().split() if os.path.exists("/proc/cpuinfo") else []
+    if _core.NATIVE_BUILD and "avx512f" in flags:
+        assert mb.packed_gemm_available()
+    if not mb.packed_gemm_available():
+        assert mb.choose_strategy(256, 100000, 512) == "scale"
+
+
+@pytest.mark.parametrize(
+    "n,m,d,layout",
+    [
+        (37, 1001, 1030, "C"),  # rows not a multiple of 8, columns not of 32, two depth blocks
+        (8, 32, 2100, "C"),  # exact panels, three depth blocks
+        (130, 40_000, 40, "C"),  # 20 MB output: streaming stores
+        (61, 3000, 17, "padded_out"),  # out= with padded rows: no streaming stores, masked edges
+        (50, 700, 96, "F"),  # Fortran-ordered inputs are copied to rows first
+    ],
+)
+def test_packed_gemm_matches_reference(n, m, d, layout):
+    rng = np.random.default_rng(n * m + d)
+    a = rng.standard_normal((n, d), dtype=np.float32)
+    b = rng.standard_normal((m, d), dtype=np.float32)
+    a[n // 2] = 0  # zero row -> 0
+    b[m - 1] = 0
+    ref = reference(a, b)
+    b[m // 3, 5 % d] = np.nan  # NaN propagates down its column
+    ref[:, m // 3] = np.nan
+    if layout == "F":
+        a, b = np.asfortranarray(a), np.asfortranarray(b)
+    if layout == "padded_out":
+        buf = np.full((n, m + 3), 7.0, np.float32)
+        got = mb.cosine_similarity(a, b, out=buf[:, :m], strategy="packed")
+        assert (buf[:, m:] == 7.0).all()  # the padding is never written
+    else:
+        got = mb.cosine_similarity(a, b, strategy="packed")
+    np.testing.assert_allclose(got, ref, atol=tolerance(np.float32))  # NaN where ref has NaN, nowhere else
+    zero_row = np.delete(got[n // 2], m // 3)  # (0 x NaN is NaN: the NaN column stays NaN)
+    assert (zero_row == 0).all() and (got[:, m - 1] == 0).all()
 
 
 @pytest.mark.parametrize("dt", [np.float32, np.float64])
@@ -221,7 +272,7 @@ def test_threaded_paths_match_reference(dt):
     c = rng.standard_normal((300, 64)).astype(dt)
     e = np.asfortranarray(rng.standard_normal((9000, 64)).astype(dt))
     ref2 = reference(c, e)
-    for strategy in ("scale", "normalize"):
+    for strategy in ("scale", "normalize", "packed"):
         np.testing.assert_allclose(mb.cosine_similarity(c, e, strategy=strategy), ref2, atol=tolerance(dt))
     v2, i2 = mb.topk_cosine(c, e, 3, memory_budget=1 << 20)
     np.testing.assert_allclose(v2, np.take_along_axis(ref2, i2, axis=1), atol=tolerance(dt))

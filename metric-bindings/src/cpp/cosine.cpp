@@ -27,14 +27,21 @@
 #include <vector>
 
 #include "blas.hpp"
+#include "kernel_common.hpp"
+#include "packed_gemm.hpp"
 
 namespace metric_bindings {
 namespace {
+
+using detail::inverse_norm;
+using detail::parallel_for;
 
 constexpr std::int64_t kBlasMax = std::numeric_limits<int>::max();  // 32-bit BLAS integers
 constexpr std::int64_t kFusedMaxRows = 8;  // Auto uses the fused kernel when one side has at most this many rows
 constexpr std::int64_t kParallelGrain = std::int64_t{1} << 19;  // elements per thread before we use threads
 constexpr std::size_t kTileBytes = std::size_t{32} << 20;  // GEMM operand tile: only huge inputs are split
+constexpr double kPackedMinWork = double(std::int64_t{1} << 29);  // Auto: N M D from which PackedGemm wins
+constexpr double kPackedMaxA = double(std::int64_t{16} << 20);     // Auto: PackedGemm only if A has <= 16M values
 
 // ---------------------------------------------------------------- small helpers
 
@@ -69,60 +76,6 @@ void check_pair(const char* fn, const MatrixView<T>& a, const MatrixView<T>& b) 
           << b.cols << "): the number of columns D must match (" << a.cols << " != " << b.cols << ")";
         throw std::invalid_argument(s.str());
     }
-}
-
-/// Threads for our own passes (norms, scaling, row-wise, top-k selection); BLAS has its own setting.
-/// METRIC_BINDINGS_NUM_THREADS overrides the number of hardware threads.
-std::int64_t own_threads() {
-    if (const char* env = std::getenv("METRIC_BINDINGS_NUM_THREADS")) {
-        const long v = std::strtol(env, nullptr, 10);
-        if (v > 0) return v;
-    }
-    return std::max<std::int64_t>(1, static_cast<std::int64_t>(std::thread::hardware_concurrency()));
-}
-
-/// Runs f(begin, end) over [0, n) on up to own_threads() threads when each gets >= grain items.
-///
-/// Built for a busy machine: work is handed out in small chunks from a shared counter, the calling thread
-/// takes chunks too, and it waits only for chunks that a helper has actually claimed. A helper that the OS has
-/// not scheduled yet (common on 2 shared cores, or right after a BLAS call while OpenBLAS workers spin) is not
-/// waited for: when it finally runs it finds no work left and exits without touching f. Joining helpers
-/// instead would add a scheduler time slice (several ms) to every call.
-template <typename F>
-void parallel_for(std::int64_t n, std::int64_t grain, F&& f) {
-    static const std::int64_t hw = own_threads();
-    const std::int64_t nt = std::min<std::int64_t>(hw, std::max<std::int64_t>(1, n / std::max<std::int64_t>(1, grain)));
-    if (nt <= 1) {
-        f(std::int64_t{0}, n);
-        return;
-    }
-    struct State {
-        std::atomic<std::int64_t> next{0};
-        std::atomic<std::int64_t> in_flight{0};  // helpers between "about to claim" and "chunk done"
-    };
-    auto state = std::make_shared<State>();
-    const std::int64_t chunk = std::max<std::int64_t>(1, n / (nt * 16));
-    auto* fp = &f;
-    auto helper = [state, fp, n, chunk] {
-        for (;;) {
-            state->in_flight.fetch_add(1, std::memory_order_acq_rel);  // announce before claiming
-            const std::int64_t b = state->next.fetch_add(chunk, std::memory_order_acq_rel);
-            if (b >= n) {  // nothing left: never touch f (the caller may have returned)
-                state->in_flight.fetch_sub(1, std::memory_order_acq_rel);
-                return;
-            }
-            (*fp)(b, std::min(n, b + chunk));
-            state->in_flight.fetch_sub(1, std::memory_order_acq_rel);
-        }
-    };
-    for (std::int64_t t = 1; t < nt; ++t) std::thread(helper).detach();
-    for (;;) {
-        const std::int64_t b = state->next.fetch_add(chunk, std::memory_order_acq_rel);
-        if (b >= n) break;
-        f(b, std::min(n, b + chunk));
-    }
-    // Every chunk is claimed; wait for the ones helpers are still running (short: at most one chunk each).
-    while (state->in_flight.load(std::memory_order_acquire) != 0) std::this_thread::yield();
 }
 
 // ---------------------------------------------------------------- BLAS operands
@@ -205,13 +158,6 @@ Operand<T> rows_operand(const MatrixView<T>& v, std::int64_t r0, std::int64_t r1
         return op;
     }
     return {pack_rows(v, r0, r1, buf), std::max<std::int64_t>(v.cols, 1), false};
-}
-
-template <typename T>
-T inverse_norm(double sum_sq) {
-    if (sum_sq == 0.0) return T(0);                                        // zero row -> similarity 0
-    if (std::isinf(sum_sq)) return std::numeric_limits<T>::quiet_NaN();  // overflow -> NaN, never a fake 0
-    return static_cast<T>(1.0 / std::sqrt(sum_sq));                      // NaN stays NaN
 }
 
 /// inv[i] = 1 / |row i| for the first n rows of op (d columns), accumulated in double (no float overflow).
@@ -457,10 +403,16 @@ void sift_up(T* v, std::int64_t* idx, std::int64_t pos) {
 
 // ================================================================ public API
 
-Strategy choose_strategy(std::int64_t n, std::int64_t m, std::int64_t d) {
+Strategy choose_strategy(std::int64_t n, std::int64_t m, std::int64_t d, bool single_precision) {
     // Measured (bench/): the fused kernel wins when one side has <= 8 rows, and when B (the side whose rows
     // become output columns) has <= 32 rows, where OpenBLAS's skinny GEMM is slow.
     if (std::min(n, m) <= kFusedMaxRows || m <= 4 * kFusedMaxRows) return Strategy::Fused;
+    // Our packed GEMM (float32, AVX-512 builds) beat every CBLAS strategy from 2^29 multiply-adds up, by 5-40%,
+    // except when A is the huge side (it packs all of A first; CBLAS blocks it better there).
+    const double work = static_cast<double>(n) * static_cast<double>(m) * static_cast<double>(d);
+    if (single_precision && detail::packed_gemm_available() && work >= kPackedMinWork &&
+        static_cast<double>(n) * static_cast<double>(d) <= kPackedMaxA)
+        return Strategy::PackedGemm;
     // Normalising copies cost ~2 (N + M) D memory traffic; scaling the output costs ~2 N M (in cache, so less).
     const double copies = static_cast<double>(n + m) * static_cast<double>(d);
     const double output = static_cast<double>(n) * static_cast<double>(m);
@@ -479,7 +431,25 @@ void cosine_similarity(const MatrixView<T>& a, const MatrixView<T>& b, T* out, s
           << " (got " << ldo << ")";
         throw std::invalid_argument(s.str());
     }
-    if (strategy == Strategy::Auto) strategy = choose_strategy(n, m, d);
+    if (strategy == Strategy::Auto) {
+        strategy = choose_strategy(n, m, d, std::is_same_v<T, float>);
+        // PackedGemm reads rows with unit stride; for other layouts CBLAS reads the inputs in place instead.
+        if (strategy == Strategy::PackedGemm && d > 1 && (a.col_stride != 1 || b.col_stride != 1))
+            strategy = choose_strategy(n, m, d, false);
+    }
+    if (strategy == Strategy::PackedGemm) {
+        if constexpr (std::is_same_v<T, float>) {
+            if (detail::packed_gemm_available() && d > 0) {
+                // The packing reads rows with unit stride: other layouts get one row-major copy first.
+                Buffer<T> buf_a, buf_b;
+                const MatrixView<T> ra = a.col_stride == 1 || d == 1 ? a : MatrixView<T>::row_major(pack_rows(a, 0, n, buf_a), n, d);
+                const MatrixView<T> rb = b.col_stride == 1 || d == 1 ? b : MatrixView<T>::row_major(pack_rows(b, 0, m, buf_b), m, d);
+                detail::packed_cosine(ra.data, ra.row_stride, n, rb.data, rb.row_stride, m, d, out, ldo);
+                return;
+            }
+        }
+        strategy = Strategy::ScaleOutput;  // double, or a build without AVX-512
+    }
 
     if (strategy == Strategy::Fused) {
         // The side with fewer rows is "small": copied contiguous (a few KiB) with its inverse norms. The big side

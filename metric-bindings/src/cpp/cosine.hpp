@@ -34,10 +34,13 @@ struct MatrixView {
 
 /// How cosine_similarity applies the norms (both give the same numbers up to rounding).
 enum class Strategy {
-    Auto,           ///< Fused if a side has <= 8 rows or B <= 32, NormalizeFirst if copies are small next to the output, else ScaleOutput
+    Auto,           ///< Fused if a side has <= 8 rows or B <= 32; else PackedGemm for large float32 work;
+                    ///< else NormalizeFirst if the copies are small next to the output; else ScaleOutput
     NormalizeFirst, ///< copy A and B with unit rows, then one GEMM (no pass over the output)
     ScaleOutput,    ///< norms, then GEMM on the raw inputs (tiled), then one pass scaling the output (no copy of B)
     Fused,          ///< no BLAS: one pass over the larger side, for shapes where the other side has few rows
+    PackedGemm,     ///< no BLAS: our own blocked GEMM with the norms folded into its packing and the scaling
+                    ///< into its stores (float32 in AVX-512 builds; otherwise, and for double, ScaleOutput)
 };
 
 /// Default bound on the extra memory topk_cosine allocates besides its outputs (64 MiB).
@@ -70,7 +73,8 @@ bool blas_compatible(const MatrixView<T>& v);
 /// Which BLAS this build calls (name, configuration, core type, threads), for logs and benchmarks.
 std::string blas_info();
 
-/// The strategy Auto picks for these sizes (exposed so that tests and benchmarks can report it).
-Strategy choose_strategy(std::int64_t n, std::int64_t m, std::int64_t d);
+/// The strategy Auto picks for these sizes and precision, for inputs with contiguous rows (exposed so that tests
+/// and benchmarks can report it).
+Strategy choose_strategy(std::int64_t n, std::int64_t m, std::int64_t d, bool single_precision = true);
 
 }  // namespace metric_bindings

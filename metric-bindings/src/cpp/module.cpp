@@ -21,6 +21,7 @@
 #include <string>
 
 #include "cosine.hpp"
+#include "packed_gemm.hpp"
 
 #if defined(__linux__)
 #include <sys/mman.h>
@@ -89,7 +90,8 @@ mb::Strategy parse_strategy(const std::string& s) {
     if (s == "normalize") return mb::Strategy::NormalizeFirst;
     if (s == "scale") return mb::Strategy::ScaleOutput;
     if (s == "fused") return mb::Strategy::Fused;
-    throw std::invalid_argument("strategy must be 'auto', 'normalize', 'scale' or 'fused', not '" + s + "'");
+    if (s == "packed") return mb::Strategy::PackedGemm;
+    throw std::invalid_argument("strategy must be 'auto', 'normalize', 'scale', 'fused' or 'packed', not '" + s + "'");
 }
 
 const char* strategy_name(mb::Strategy s) {
@@ -97,6 +99,7 @@ const char* strategy_name(mb::Strategy s) {
         case mb::Strategy::NormalizeFirst: return "normalize";
         case mb::Strategy::ScaleOutput: return "scale";
         case mb::Strategy::Fused: return "fused";
+        case mb::Strategy::PackedGemm: return "packed";
         default: return "auto";
     }
 }
@@ -233,7 +236,17 @@ NB_MODULE(_core, m) {
     m.def("blas_info", &mb::blas_info, "Which BLAS this build calls: name, configuration, core type, threads.");
     m.def(
         "choose_strategy",
-        [](std::int64_t n, std::int64_t mm, std::int64_t d) { return std::string(strategy_name(mb::choose_strategy(n, mm, d))); },
-        "n"_a, "m"_a, "d"_a, "The strategy ('fused', 'normalize' or 'scale') that strategy='auto' picks for these sizes.");
+        [](std::int64_t n, std::int64_t mm, std::int64_t d, bool single_precision) {
+            return std::string(strategy_name(mb::choose_strategy(n, mm, d, single_precision)));
+        },
+        "n"_a, "m"_a, "d"_a, "single_precision"_a = true,
+        "The strategy ('fused', 'packed', 'normalize' or 'scale') that strategy='auto' picks for these sizes.");
+    m.def("packed_gemm_available", &mb::detail::packed_gemm_available,
+          "True when this build has the AVX-512 packed GEMM (strategy 'packed'); else 'packed' runs 'scale'.");
     m.attr("DEFAULT_TOPK_BUDGET") = mb::kDefaultTopkBudget;
+#if defined(METRIC_BINDINGS_NATIVE_BUILD)
+    m.attr("NATIVE_BUILD") = true;  // compiled with -march=native (METRIC_BINDINGS_NATIVE=ON)
+#else
+    m.attr("NATIVE_BUILD") = false;
+#endif
 }

@@ -15,6 +15,7 @@ from metric_bindings._api import (
     blas_info,
     choose_strategy,
     cosine_similarity,
+    packed_gemm_available,
     paired_cosine_similarity,
     topk_cosine,
 )
@@ -24,6 +25,7 @@ __all__ = [
     "blas_info",
     "choose_strategy",
     "cosine_similarity",
+    "packed_gemm_available",
     "paired_cosine_similarity",
     "topk_cosine",
 ]

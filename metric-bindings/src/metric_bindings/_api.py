@@ -53,7 +53,7 @@ _preload_openblas()
 from metric_bindings import _core  # noqa: E402
 
 DEFAULT_TOPK_BUDGET: int = int(_core.DEFAULT_TOPK_BUDGET)
-Strategy = Literal["auto", "normalize", "scale", "fused"]
+Strategy = Literal["auto", "normalize", "scale", "fused", "packed"]
 
 
 def _to_numpy(x: Any, name: str, fn: str) -> np.ndarray:
@@ -143,9 +143,10 @@ def cosine_similarity(
     float64 if either input is float64, else float32. Zero rows give 0, NaN propagates. ``out`` (a C-ordered
     (N, M) array of the result dtype, rows may be padded) is filled and returned instead of a new array, so a
     loop can reuse one buffer. ``strategy`` is for benchmarks: ``"normalize"`` copies A and B with unit rows
-    then runs one GEMM; ``"scale"`` runs the GEMM on the raw inputs and scales the output tile by tile
-    (no copy
-    of B); ``"auto"`` picks by size.
+    then runs one CBLAS GEMM; ``"scale"`` runs the CBLAS GEMM on the raw inputs, then scales the output (no
+    copy of B); ``"fused"`` reads the larger side once with a hand-written kernel (for a few rows on the
+    other side); ``"packed"`` runs our own AVX-512 GEMM with the norms and the scaling folded in (float32
+    only; float64 and builds without AVX-512 run ``"scale"``); ``"auto"`` picks by size and dtype.
     """
     fn = "cosine_similarity"
     a_, b_, dt = _prepare(a, b, fn)
@@ -199,6 +200,12 @@ def blas_info() -> str:
     return str(_core.blas_info())
 
 
-def choose_strategy(n: int, m: int, d: int) -> str:
-    """The strategy (``"fused"``, ``"normalize"`` or ``"scale"``) that ``strategy="auto"`` uses here."""
-    return str(_core.choose_strategy(n, m, d))
+def choose_strategy(n: int, m: int, d: int, dtype: Any = np.float32) -> str:
+    """The strategy (``"fused"``, ``"packed"``, ``"normalize"`` or ``"scale"``) that ``strategy="auto"``
+    uses for (N, M, D) inputs of this dtype with contiguous rows."""
+    return str(_core.choose_strategy(n, m, d, np.dtype(dtype) != np.float64))
+
+
+def packed_gemm_available() -> bool:
+    """True when this build has the AVX-512 packed GEMM (built with -march=native on a CPU with AVX-512)."""
+    return bool(_core.packed_gemm_available())

@@ -4,6 +4,8 @@
 #include <cmath>
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
+#include <memory>
 #include <string>
 #include <tuple>
 #include <limits>
@@ -66,7 +68,8 @@ TYPED_TEST(Typed, MatrixMatchesReferenceForEveryStrategy) {
     for (auto [n, m, d] : {std::tuple{1, 1, 1}, {3, 5, 7}, {17, 1, 33}, {64, 129, 65}}) {
         auto av = random_matrix<T>(n, d, 1), bv = random_matrix<T>(m, d, 2);
         auto a = mb::MatrixView<T>::row_major(av.data(), n, d), b = mb::MatrixView<T>::row_major(bv.data(), m, d);
-        for (auto s : {mb::Strategy::Auto, mb::Strategy::NormalizeFirst, mb::Strategy::ScaleOutput, mb::Strategy::Fused})
+        for (auto s : {mb::Strategy::Auto, mb::Strategy::NormalizeFirst, mb::Strategy::ScaleOutput, mb::Strategy::Fused,
+                       mb::Strategy::PackedGemm})
             expect_matrix(a, b, s);
     }
 }
@@ -83,7 +86,8 @@ TYPED_TEST(Typed, ColumnMajorAndStridedViews) {
     EXPECT_TRUE(mb::blas_compatible(padded));
     mb::MatrixView<T> reversed{av.data() + (n - 1), n, d, -1, n};          // negative stride: copied
     EXPECT_FALSE(mb::blas_compatible(reversed));
-    for (auto s : {mb::Strategy::NormalizeFirst, mb::Strategy::ScaleOutput, mb::Strategy::Fused}) {
+    for (auto s : {mb::Strategy::NormalizeFirst, mb::Strategy::ScaleOutput, mb::Strategy::Fused,
+                   mb::Strategy::PackedGemm}) {
         expect_matrix(a, b, s);
         expect_matrix(padded, a, s);
         expect_matrix(reversed, padded, s);
@@ -94,7 +98,8 @@ TYPED_TEST(Typed, ZeroRowsGiveZeroAndNanPropagates) {
     using T = TypeParam;
     std::vector<T> av = {0, 0, 0, 1, 2, 3}, bv = {1, 1, 1, std::numeric_limits<T>::quiet_NaN(), 0, 0};
     auto a = mb::MatrixView<T>::row_major(av.data(), 2, 3), b = mb::MatrixView<T>::row_major(bv.data(), 2, 3);
-    for (auto s : {mb::Strategy::NormalizeFirst, mb::Strategy::ScaleOutput, mb::Strategy::Fused}) {
+    for (auto s : {mb::Strategy::NormalizeFirst, mb::Strategy::ScaleOutput, mb::Strategy::Fused,
+                   mb::Strategy::PackedGemm}) {
         std::vector<T> out(4, T(-7));
         mb::cosine_similarity(a, b, out.data(), 2, s);
         EXPECT_EQ(out[0], T(0));
@@ -198,7 +203,7 @@ TEST(Core, ThreadedPathsAgreeWithReference) {
     auto av = random_matrix<float>(n, d, 11), bv = random_matrix<float>(m, d, 12);
     auto a = mb::MatrixView<float>::row_major(av.data(), n, d), b = mb::MatrixView<float>::row_major(bv.data(), m, d);
     std::vector<float> out(static_cast<std::size_t>(n * m));
-    for (auto s : {mb::Strategy::Fused, mb::Strategy::ScaleOutput}) {
+    for (auto s : {mb::Strategy::Fused, mb::Strategy::ScaleOutput, mb::Strategy::PackedGemm}) {
         mb::cosine_similarity(a, b, out.data(), m, s);
         for (std::int64_t i = 0; i < n; ++i)
             for (std::int64_t j = 0; j < m; j += 997) ASSERT_NEAR(out[i * m + j], ref_cos(a, i, b, j), 2e-5);
@@ -207,4 +212,30 @@ TEST(Core, ThreadedPathsAgreeWithReference) {
     std::vector<float> p(static_cast<std::size_t>(m / 2));
     mb::paired_cosine_similarity(b3, c3, p.data());
     for (std::int64_t i = 0; i < m / 2; i += 101) ASSERT_NEAR(p[i], ref_cos(b3, i, c3, i), 2e-5);
+}
+
+TEST(Core, PackedGemmEdgesDepthBlocksAndStreamingStores) {
+    // Panels are 8 rows of A x 32 rows of B, depth blocks 1024: cover partial panels, several depth blocks, an
+    // output with a leading dimension (never written past m), and one large enough for streaming stores.
+    struct Case {
+        std::int64_t n, m, d, ldo;
+    };
+    for (Case c : {Case{1, 1, 1, 1}, Case{9, 33, 1025, 40}, Case{8, 64, 2100, 64}, Case{23, 47, 5, 47},
+                   Case{300, 16400, 20, 16400}}) {
+        auto av = random_matrix<float>(c.n, c.d, 21), bv = random_matrix<float>(c.m, c.d, 22);
+        auto a = mb::MatrixView<float>::row_major(av.data(), c.n, c.d);
+        auto b = mb::MatrixView<float>::row_major(bv.data(), c.m, c.d);
+        // 64-byte aligned, as streaming stores need (a std::vector's buffer is only 16-byte aligned)
+        const std::size_t count = static_cast<std::size_t>(c.n * c.ldo);
+        std::unique_ptr<float, decltype(&std::free)> out(
+            static_cast<float*>(std::aligned_alloc(64, (count * sizeof(float) + 63) / 64 * 64)), &std::free);
+        std::fill(out.get(), out.get() + count, -9.0f);
+        mb::cosine_similarity(a, b, out.get(), c.ldo, mb::Strategy::PackedGemm);
+        const std::int64_t step = c.n * c.m > 100000 ? 37 : 1;
+        for (std::int64_t i = 0; i < c.n; ++i) {
+            for (std::int64_t j = i % step; j < c.m; j += step)
+                ASSERT_NEAR(out.get()[i * c.ldo + j], ref_cos(a, i, b, j), 2e-5) << "n=" << c.n << " i=" << i << " j=" << j;
+            for (std::int64_t j = c.m; j < c.ldo; ++j) ASSERT_EQ(out.get()[i * c.ldo + j], -9.0f) << "padding written";
+        }
+    }
 }

@@ -1,0 +1,18 @@
+// Float32 cosine similarity on our own packed GEMM, for builds with AVX-512 (see packed_gemm.cpp for why).
+#pragma once
+
+#include <cstdint>
+
+namespace metric_bindings::detail {
+
+/// True when this build has the packed kernel (compiled with AVX-512 enabled, e.g. -march=native on a CPU
+/// that has it). Otherwise packed_cosine must not be called and the CBLAS strategies do all the work.
+bool packed_gemm_available();
+
+/// out(i, j) = cos(a_i, b_j) for a (n x d) and b (m x d), both with contiguous rows (leading dimensions lda and
+/// ldb >= d), into a row-major out (ldo >= m). Needs n, m, d >= 1. Extra memory: a packed copy of a (n x d) and
+/// a few MiB per thread, reused across calls.
+void packed_cosine(const float* a, std::int64_t lda, std::int64_t n, const float* b, std::int64_t ldb,
+                   std::int64_t m, std::int64_t d, float* out, std::int64_t ldo);
+
+}  // namespace metric_bindings::detail
