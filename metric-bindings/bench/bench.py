@@ -41,8 +41,13 @@ SETTLE_S = 0.2  # pause before each timed call; see interleaved_medians
 
 
 def interleaved_medians(fns: dict[str, Callable[[], object]], repeat: int) -> dict[str, float]:
-    """Median time of each function, timed round-robin (one call of each per round, after one warm-up call
-    each), so that load from other processes on a shared machine hits every method alike.
+    """Median time of each function (see interleaved_runs)."""
+    return {k: float(np.median(v)) for k, v in interleaved_runs(fns, repeat).items()}
+
+
+def interleaved_runs(fns: dict[str, Callable[[], object]], repeat: int) -> dict[str, list[float]]:
+    """Every timed run of each function, timed round-robin (one call of each per round, after one warm-up
+    call each), so that load from other processes on a shared machine hits every method alike.
 
     Each timed call starts after a short pause: every BLAS / OpenMP runtime in the process (numpy's OpenBLAS,
     torch's OpenMP pool, ours) keeps its worker threads spinning for up to ~0.1 s after a call, and without
@@ -57,7 +62,7 @@ def interleaved_medians(fns: dict[str, Callable[[], object]], repeat: int) -> di
             t0 = time.perf_counter()
             fn()
             times[k].append(time.perf_counter() - t0)
-    return {k: float(np.median(v)) for k, v in times.items()}
+    return times
 
 
 def blas_report() -> list[str]:
@@ -83,13 +88,13 @@ def normalize(x: np.ndarray) -> np.ndarray:
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-def time_full(a: np.ndarray, b: np.ndarray, repeat: int, torch, sk_cos) -> dict[str, float]:
-    """Every full-matrix method on the same (a, b)."""
+def time_full(a: np.ndarray, b: np.ndarray, repeat: int, torch, sk_cos) -> dict[str, list[float]]:
+    """Every full-matrix method on the same (a, b): all runs."""
     an, bn = normalize(a), normalize(b)
     out = np.empty((a.shape[0], b.shape[0]), np.float32)
     ta, tb = torch.from_numpy(a), torch.from_numpy(b)
     F = torch.nn.functional
-    return interleaved_medians(
+    return interleaved_runs(
         {
             "ours": lambda: mb.cosine_similarity(a, b),
             "ours (out=)": lambda: mb.cosine_similarity(a, b, out=out),
@@ -107,10 +112,11 @@ def bench_full(shapes, repeat: int, rng: np.random.Generator, torch, sk_cos, pro
     for n, m, d in shapes:
         a = rng.standard_normal((n, d), dtype=np.float32)
         b = rng.standard_normal((m, d), dtype=np.float32)
-        times = time_full(a, b, repeat, torch, sk_cos)
+        runs = time_full(a, b, repeat, torch, sk_cos)
         rows.append(
             {"shape": [n, m, d], "strategy": mb.choose_strategy(n, m, d), "flops": 2.0 * n * m * d,
-             "times": times}
+             "times": {k: float(np.median(v)) for k, v in runs.items()},
+             "best": {k: float(np.min(v)) for k, v in runs.items()}, "runs": runs}
         )
         progress.update(1)
     return rows
@@ -181,11 +187,14 @@ def vs(t: dict[str, float], key: str) -> str:
     return f"{t[key] * 1e3:.1f} ({t[key] / t['ours']:.2f}x)"
 
 
-def table(header: str, rows: list[dict], first_cells, others: list[str]) -> list[str]:
-    """A markdown table: the shape, the cells first_cells(row) gives, then one vs() cell per other method."""
+def table(header: str, rows: list[dict], first_cells, others: list[str], last_cells=lambda r: []
+          ) -> list[str]:
+    """A markdown table: the shape, the cells first_cells(row) gives, one vs() cell per other method, then
+    the cells last_cells(row) gives."""
     out = [header, "|" + "---|" * (header.count("|") - 1)]
     for r in rows:
         cells = [str(tuple(r["shape"]))] + first_cells(r) + [vs(r["times"], k) for k in others]
+        cells += last_cells(r)
         out.append("| " + " | ".join(cells) + " |")
     return out
 
@@ -198,11 +207,17 @@ def table_full(rows: list[dict], peak: float) -> list[str]:
                 f"{t['bare sgemm'] * 1e3:.1f}", f"{t['bare sgemm'] / t['ours (out=)'] * 100:.0f}%",
                 f"{gf:.0f} ({gf / peak * 100:.0f}%)"]
 
+    def last(r: dict) -> list[str]:
+        # numpy's time swings with the state of its fresh memory (see README): its fastest run, against ours
+        best = r["best"]["numpy"]
+        return [f"{best * 1e3:.1f} ({best / r['times']['ours']:.2f}x)"]
+
     header = (
         "| (N, M, D) | strategy | ours ms | ours out= ms | bare sgemm out= ms | ours out= % of bare sgemm "
-        "| ours GFLOP/s (% of peak) | numpy ms (x) | sklearn ms (x) | torch ms (x) |"
+        "| ours GFLOP/s (% of measured sgemm) | numpy ms (x) | sklearn ms (x) | torch ms (x) "
+        "| numpy fastest run ms (x) |"
     )
-    return table(header, rows, first, ["numpy", "sklearn", "torch"])
+    return table(header, rows, first, ["numpy", "sklearn", "torch"], last)
 
 
 def table_rowwise(rows: list[dict]) -> list[str]:
@@ -259,6 +274,30 @@ def time_sgemm(rng: np.random.Generator, sq: int, repeat: int) -> tuple[float, f
     return t["ours"], t["numpy"]
 
 
+def fma_peak() -> tuple[float | None, str]:
+    """The machine's float32 FMA peak (GFLOP/s, all cores), from bench/fma_peak.cpp built with -march=native:
+    the ceiling for any float32 GEMM here, ours included."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    src = Path(__file__).with_name("fma_peak.cpp")
+    cxx = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
+    if cxx is None:
+        return None, "FMA peak: not measured (no C++ compiler found; set CXX)"
+    with tempfile.TemporaryDirectory() as tmp:
+        exe = Path(tmp) / "fma_peak"
+        try:
+            subprocess.run([cxx, "-O2", "-march=native", "-pthread", str(src), "-o", str(exe)], check=True,
+                           capture_output=True, text=True)
+            out = subprocess.run([str(exe)], check=True, capture_output=True, text=True).stdout.split()
+        except (OSError, subprocess.CalledProcessError) as e:
+            return None, f"FMA peak: not measured ({getattr(e, 'stderr', '') or e})".strip()
+    gflops, threads, lanes = float(out[0]), int(out[1]), int(out[2])
+    return gflops, (f"FMA peak: {gflops:.0f} GFLOP/s ({threads} threads, {lanes}-lane float32 FMAs, "
+                    "bench/fma_peak.cpp)")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="smaller shapes (about 10x less work)")
@@ -289,6 +328,8 @@ def main(argv: list[str] | None = None) -> int:
     peak_line = (f"sgemm ({sq}, {sq}, 512): scipy-openblas32 {flops / t_ours / 1e9:.0f} GFLOP/s, numpy "
                  f"{flops / t_np / 1e9:.0f} GFLOP/s -> peak used below: {peak:.0f} GFLOP/s")
     print(peak_line)
+    fma, fma_line = fma_peak()
+    print(fma_line)
 
     with tqdm(total=len(full) + len(rowwise) + len(topk), desc="benchmarks", file=sys.stderr) as progress:
         full_rows = bench_full(full, args.repeat, rng, torch, sk_cos, progress)
@@ -298,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     cmd = "make bench-quick" if args.quick else "make bench"
     md = [f"Command: `{cmd}` (medians of {args.repeat} round-robin runs after a warm-up; "
           "(x) = their time / ours)", ""]
-    md += [f"- {line}" for line in header + [peak_line]] + ["", "Full matrix, float32:", ""]
+    md += [f"- {line}" for line in header + [peak_line, fma_line]] + ["", "Full matrix, float32:", ""]
     md += table_full(full_rows, peak) + ["", "Row-wise, float32:", ""] + table_rowwise(row_rows)
     md += ["", "Top-k, float32:", ""] + table_topk(topk_rows)
     text = "\n".join(md)
@@ -308,7 +349,8 @@ def main(argv: list[str] | None = None) -> int:
     stem = "bench-quick" if args.quick else "bench"
     (args.out / f"{stem}.md").write_text(text + "\n")
     (args.out / f"{stem}.json").write_text(json.dumps(
-        {"header": header, "peak_gflops": peak, "full": full_rows, "rowwise": row_rows, "topk": topk_rows},
+        {"header": header, "peak_gflops": peak, "fma_peak_gflops": fma, "full": full_rows,
+         "rowwise": row_rows, "topk": topk_rows},
         indent=1))
     plot(full_rows, row_rows, args.out / f"{stem}.png")
     print(f"\nwritten: {args.out / (stem + '.md')}, .json, .png")

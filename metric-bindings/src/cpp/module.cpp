@@ -242,11 +242,7 @@ NB_MODULE(_core, m) {
         "n"_a, "m"_a, "d"_a, "single_precision"_a = true,
         "The strategy ('fused', 'packed', 'normalize' or 'scale') that strategy='auto' picks for these sizes.");
     m.def("packed_gemm_available", &mb::detail::packed_gemm_available,
-          "True when this build has the AVX-512 packed GEMM (strategy 'packed'); else 'packed' runs 'scale'.");
+          "True when the packed GEMM (strategy 'packed') can run: built in (GCC on x86-64) and the CPU has AVX-512."
+          " Otherwise 'packed' runs 'scale'.");
     m.attr("DEFAULT_TOPK_BUDGET") = mb::kDefaultTopkBudget;
-#if defined(METRIC_BINDINGS_NATIVE_BUILD)
-    m.attr("NATIVE_BUILD") = true;  // compiled with -march=native (METRIC_BINDINGS_NATIVE=ON)
-#else
-    m.attr("NATIVE_BUILD") = false;
-#endif
 }

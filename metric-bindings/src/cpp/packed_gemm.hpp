@@ -1,12 +1,13 @@
-// Float32 cosine similarity on our own packed GEMM, for builds with AVX-512 (see packed_gemm.cpp for why).
+// Float32 cosine similarity on our own packed GEMM, on CPUs with AVX-512 (see packed_gemm.cpp for why).
 #pragma once
 
 #include <cstdint>
 
 namespace metric_bindings::detail {
 
-/// True when this build has the packed kernel (compiled with AVX-512 enabled, e.g. -march=native on a CPU
-/// that has it). Otherwise packed_cosine must not be called and the CBLAS strategies do all the work.
+/// True when the packed kernel can run: compiled in (always with GCC on x86-64, whatever -march says; with other
+/// compilers only for an AVX-512 target) and this CPU has AVX-512 (F, DQ, BW, VL). Otherwise packed_cosine must
+/// not be called and the CBLAS strategies do all the work.
 bool packed_gemm_available();
 
 /// out(i, j) = cos(a_i, b_j) for a (n x d) and b (m x d), both with contiguous rows (leading dimensions lda and

@@ -207,5 +207,5 @@ def choose_strategy(n: int, m: int, d: int, dtype: Any = np.float32) -> str:
 
 
 def packed_gemm_available() -> bool:
-    """True when this build has the AVX-512 packed GEMM (built with -march=native on a CPU with AVX-512)."""
+    """True when the packed GEMM can run here: built in (GCC on x86-64) and the CPU has AVX-512."""
     return bool(_core.packed_gemm_available())
