@@ -1,0 +1,40 @@
+"""Why numpy's time at (256, 100000, 512) swings: the cost of touching 200 MB of freshly allocated memory,
+right after the previous 200 MB was freed or after a pause.
+
+On a VM that returns freed pages to its host (virtio-balloon free page reporting, as on this workspace's
+machine), memory freed a second or more ago must come back from the host on first touch: several times
+slower. numpy's normalise + matmul allocates ~700 MB of temporaries per call (x * x, the normalised copy of B,
+the result), so its time depends on how long ago the process freed that much; ours allocates only the result
+(and nothing with out=).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--mb", type=int, default=200, help="size of each fresh array in MB")
+    p.add_argument("--repeat", type=int, default=6, help="allocations per pause length")
+    args = p.parse_args(argv)
+    n = args.mb * 1_000_000 // 4
+    for pause in (0.0, 0.2, 0.5, 1.0, 2.0):
+        times = []
+        for _ in range(args.repeat):
+            time.sleep(pause)
+            t0 = time.perf_counter()
+            x = np.empty(n, np.float32)
+            x.fill(1.0)  # first touch of every page
+            times.append((time.perf_counter() - t0) * 1e3)
+            del x
+        print(f"pause {pause:.1f} s before each: fresh {args.mb} MB touched in "
+              f"median {np.median(times):.0f} ms (runs: {', '.join(f'{t:.0f}' for t in times)})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
