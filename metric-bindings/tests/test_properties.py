@@ -285,3 +285,25 @@ def test_threaded_paths_match_reference(dt):
     )
     np.testing.assert_allclose(mb.paired_cosine_similarity(np.asfortranarray(x), y),
                                mb.paired_cosine_similarity(x, y), atol=tolerance(dt))
+
+
+def test_concurrent_callers_get_their_own_results():
+    """The GIL is released while computing: callers in several Python threads share the packed GEMM's scratch
+    pool and the strategies' per-thread buffers, and each must still get exactly its own result."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(11)
+    cases = [
+        (rng.standard_normal((n, d), dtype=np.float32), rng.standard_normal((m, d), dtype=np.float32), s)
+        for (n, m, d), s in zip(
+            [(40, 3000, 200), (64, 2048, 96), (9, 5000, 1100), (300, 700, 64)] * 2,
+            ["packed", "packed", "packed", "normalize", "scale", "packed", "auto", "packed"],
+            strict=True,
+        )
+    ]
+    expected = [reference(a, b) for a, b, _ in cases]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        for _ in range(3):
+            results = list(pool.map(lambda c: mb.cosine_similarity(c[0], c[1], strategy=c[2]), cases))
+            for got, ref in zip(results, expected, strict=True):
+                np.testing.assert_allclose(got, ref, atol=tolerance(np.float32))
