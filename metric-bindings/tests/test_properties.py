@@ -307,3 +307,18 @@ def test_concurrent_callers_get_their_own_results():
             results = list(pool.map(lambda c: mb.cosine_similarity(c[0], c[1], strategy=c[2]), cases))
             for got, ref in zip(results, expected, strict=True):
                 np.testing.assert_allclose(got, ref, atol=tolerance(np.float32))
+
+
+@pytest.mark.parametrize("budget", [mb.DEFAULT_TOPK_BUDGET, 16 << 20])
+def test_topk_on_the_packed_gemm_matches_the_full_matrix(budget):
+    """float32 top-k large enough for the packed GEMM (>= 2^29 multiply-adds): each B tile's cosines come
+    from it and the selection runs on several threads; 16 MiB forces many B tiles and several A tiles."""
+    rng = np.random.default_rng(5)
+    a = rng.standard_normal((70, 20_000), dtype=np.float32)[:, :512]  # rows with a leading dimension
+    b = rng.standard_normal((20_000, 512), dtype=np.float32)
+    b[123] = 0  # a zero row scores 0 everywhere
+    full = reference(a, b)
+    vals, idx = mb.topk_cosine(a, b, 7, memory_budget=budget)
+    order = np.argsort(-full, axis=1, kind="stable")[:, :7]
+    np.testing.assert_array_equal(idx, order)
+    np.testing.assert_allclose(vals, np.take_along_axis(full, order, 1), atol=tolerance(np.float32))

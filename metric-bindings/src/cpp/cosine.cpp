@@ -42,6 +42,7 @@ constexpr std::int64_t kParallelGrain = std::int64_t{1} << 19;  // elements per 
 constexpr std::size_t kTileBytes = std::size_t{32} << 20;  // GEMM operand tile: only huge inputs are split
 constexpr double kPackedMinWork = double(std::int64_t{1} << 29);  // Auto: N M D from which PackedGemm wins
 constexpr double kPackedMaxA = double(std::int64_t{16} << 20);     // Auto: PackedGemm only if A has <= 16M values
+constexpr std::size_t kPackedScratchBytes = std::size_t{4} << 20;  // top-k: the packed GEMM's B panels (2 x 1 MiB)
 
 // ---------------------------------------------------------------- small helpers
 
@@ -587,22 +588,31 @@ void topk_cosine(const MatrixView<T>& a, const MatrixView<T>& b, std::int64_t k,
     }
     if (values == nullptr || indices == nullptr) throw std::invalid_argument(std::string(fn) + ": null output");
 
-    Operand<T> probe;
-    const bool copy_a = !blas_layout(a, probe), copy_b = !blas_layout(b, probe);
-    const std::size_t sz = sizeof(T), dd = static_cast<std::size_t>(std::max<std::int64_t>(d, 1));
-    const std::size_t budget = std::max<std::size_t>(memory_budget, std::size_t{1} << 16);
-    // B tile: at most a quarter of the budget (and at most 32 MiB).
-    const std::int64_t mb = tile_rows<T>(d, m, std::min(kTileBytes, budget / 4));
-    const std::size_t used_b = static_cast<std::size_t>(mb) * (copy_b ? dd * sz : 0) + static_cast<std::size_t>(mb) * sz;
-    // A tile: the rest pays for the scratch scores (nb x mb) and, if A needs a copy, its rows.
-    const std::size_t per_row = static_cast<std::size_t>(mb) * sz + (copy_a ? dd * sz : 0) + sz;
-    const std::size_t rest = budget > used_b ? budget - used_b : per_row;
-    const std::int64_t nb = std::clamp<std::int64_t>(static_cast<std::int64_t>(rest / per_row), 1, n);
-
     // Few queries: no BLAS, the fused kernel reads each B tile once and all the work runs on our threads.
-    // Otherwise GEMM per tile; then our own work stays on this thread, because OpenBLAS workers spin between
-    // calls and sharing the cores with them collapses throughput on a busy machine.
+    // Large float32 work on an AVX-512 CPU: the packed GEMM gives each tile's final cosines, no BLAS either, so
+    // the selection runs on our threads too. Otherwise a CBLAS GEMM per tile, and then our own work stays on
+    // this thread, because OpenBLAS workers spin between calls and sharing the cores with them collapses
+    // throughput on a busy machine.
     const bool fused = n <= kFusedMaxRows;
+    const std::size_t budget = std::max<std::size_t>(memory_budget, std::size_t{1} << 16);
+    bool packed = false;
+    if constexpr (std::is_same_v<T, float>) {
+        const double work = static_cast<double>(n) * static_cast<double>(m) * static_cast<double>(d);
+        packed = !fused && d > 0 && (a.col_stride == 1 || d == 1) && (b.col_stride == 1 || d == 1) &&
+                 work >= kPackedMinWork && budget >= 4 * kPackedScratchBytes && detail::packed_gemm_available();
+    }
+
+    Operand<T> probe;
+    const bool copy_a = packed || !blas_layout(a, probe), copy_b = !packed && !blas_layout(b, probe);
+    const std::size_t sz = sizeof(T), dd = static_cast<std::size_t>(std::max<std::int64_t>(d, 1));
+    const std::size_t usable = budget - (packed ? kPackedScratchBytes : 0);  // the packed GEMM's B panels
+    // B tile: at most a quarter of the budget (and at most 32 MiB).
+    const std::int64_t mb = tile_rows<T>(d, m, std::min(kTileBytes, usable / 4));
+    const std::size_t used_b = static_cast<std::size_t>(mb) * (copy_b ? dd * sz : 0) + static_cast<std::size_t>(mb) * sz;
+    // A tile: the rest pays for the scratch scores (nb x mb) and, if A is copied (or packed), its rows.
+    const std::size_t per_row = static_cast<std::size_t>(mb) * sz + (copy_a ? dd * sz : 0) + sz;
+    const std::size_t rest = usable > used_b ? usable - used_b : per_row;
+    const std::int64_t nb = std::clamp<std::int64_t>(static_cast<std::int64_t>(rest / per_row), 1, n);
     std::vector<T> inv_a(static_cast<std::size_t>(fused ? n : nb)), inv_b(static_cast<std::size_t>(mb));
     Buffer<T> scores, buf_a, buf_b, small;
     scores.resize(static_cast<std::size_t>(nb * mb));
@@ -619,24 +629,28 @@ void topk_cosine(const MatrixView<T>& a, const MatrixView<T>& b, std::int64_t k,
             if (!(b.col_stride == 1 || d <= 1))
                 blk = MatrixView<T>::row_major(pack_rows(b, j0, j1, buf_b), cols, d);
             fused_small(blk, small.data(), inv_a.data(), n, d, scores.data(), 1, cols);
-        } else {
+        } else if (!packed) {
             opb = rows_operand(b, j0, j1, buf_b);
             inverse_norms(opb, cols, d, inv_b.data(), false);
         }
         for (std::int64_t i0 = 0; i0 < n; i0 += nb) {
             const std::int64_t i1 = std::min(n, i0 + nb), rows = i1 - i0;
-            if (!fused) {
+            if (packed) {
+                if constexpr (std::is_same_v<T, float>)
+                    detail::packed_cosine(a.data + i0 * a.row_stride, a.row_stride, rows, b.data + j0 * b.row_stride,
+                                          b.row_stride, cols, d, scores.data(), cols);
+            } else if (!fused) {
                 const Operand<T> opa = rows_operand(a, i0, i1, buf_a);
                 inverse_norms(opa, rows, d, inv_a.data(), false);
                 gemm_abt(opa, opb, rows, cols, d, scores.data(), cols);
             }
-            const std::int64_t grain = fused ? 1 : rows + 1;
+            const std::int64_t grain = fused || packed ? 1 : rows + 1;
             parallel_for(rows, grain, [&](std::int64_t lo, std::int64_t hi) {
                 for (std::int64_t r = lo; r < hi; ++r) {
                     T* hv = values + (i0 + r) * k;
                     std::int64_t* hi_ = indices + (i0 + r) * k;
                     T* srow = scores.data() + r * cols;
-                    if (!fused) {
+                    if (!fused && !packed) {
                         const T sa = inv_a[r];
 #pragma omp simd
                         for (std::int64_t j = 0; j < cols; ++j) srow[j] = srow[j] * sa * inv_b[j];

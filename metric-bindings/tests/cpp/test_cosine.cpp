@@ -239,3 +239,29 @@ TEST(Core, PackedGemmEdgesDepthBlocksAndStreamingStores) {
         }
     }
 }
+
+TEST(Core, TopkOnThePackedGemmMatchesTheSortedMatrix) {
+    // float32, >= 2^29 multiply-adds: top-k takes each B tile's cosines from the packed GEMM (where the CPU has
+    // AVX-512) and selects on several threads; compared with the CBLAS full matrix sorted.
+    const std::int64_t n = 9, m = 60000, d = 1000, k = 4;
+    auto av = random_matrix<float>(n, d, 31), bv = random_matrix<float>(m, d, 32);
+    auto a = mb::MatrixView<float>::row_major(av.data(), n, d), b = mb::MatrixView<float>::row_major(bv.data(), m, d);
+    std::vector<float> full(static_cast<std::size_t>(n * m));
+    mb::cosine_similarity(a, b, full.data(), m, mb::Strategy::ScaleOutput);
+    for (std::size_t budget : {mb::kDefaultTopkBudget, std::size_t{16} << 20}) {
+        std::vector<float> vals(static_cast<std::size_t>(n * k));
+        std::vector<std::int64_t> idx(static_cast<std::size_t>(n * k));
+        mb::topk_cosine(a, b, k, vals.data(), idx.data(), budget);
+        for (std::int64_t i = 0; i < n; ++i) {
+            std::vector<std::int64_t> order(static_cast<std::size_t>(m));
+            for (std::int64_t j = 0; j < m; ++j) order[j] = j;
+            std::partial_sort(order.begin(), order.begin() + k, order.end(), [&](auto x, auto y) {
+                return full[i * m + x] > full[i * m + y] || (full[i * m + x] == full[i * m + y] && x < y);
+            });
+            for (std::int64_t r = 0; r < k; ++r) {
+                EXPECT_EQ(idx[i * k + r], order[r]) << "row " << i << " rank " << r;
+                EXPECT_NEAR(vals[i * k + r], full[i * m + order[r]], 2e-5);
+            }
+        }
+    }
+}
