@@ -56,6 +56,23 @@ void expect_matrix(const mb::MatrixView<T>& a, const mb::MatrixView<T>& b, mb::S
             ASSERT_NEAR(out[i * b.rows + j], ref_cos(a, i, b, j), tol<T>()) << "i=" << i << " j=" << j;
 }
 
+/// Checks top-k results against the full matrix (n x m) sorted: best first, ties by smaller index.
+template <typename T>
+void expect_topk(const std::vector<T>& full, std::int64_t n, std::int64_t m, std::int64_t k,
+                 const std::vector<T>& vals, const std::vector<std::int64_t>& idx) {
+    for (std::int64_t i = 0; i < n; ++i) {
+        std::vector<std::int64_t> order(static_cast<std::size_t>(m));
+        for (std::int64_t j = 0; j < m; ++j) order[j] = j;
+        std::partial_sort(order.begin(), order.begin() + k, order.end(), [&](auto x, auto y) {
+            return full[i * m + x] > full[i * m + y] || (full[i * m + x] == full[i * m + y] && x < y);
+        });
+        for (std::int64_t r = 0; r < k; ++r) {
+            EXPECT_EQ(idx[i * k + r], order[r]) << "row " << i << " rank " << r;
+            EXPECT_NEAR(vals[i * k + r], full[i * m + order[r]], tol<T>());
+        }
+    }
+}
+
 template <typename T>
 class Typed : public ::testing::Test {};
 using Types = ::testing::Types<float, double>;
@@ -137,16 +154,7 @@ TYPED_TEST(Typed, TopkMatchesSortedFullMatrixAndHonoursTinyBudget) {
         std::vector<T> vals(static_cast<std::size_t>(n * k));
         std::vector<std::int64_t> idx(static_cast<std::size_t>(n * k));
         mb::topk_cosine(a, b, k, vals.data(), idx.data(), budget);
-        for (std::int64_t i = 0; i < n; ++i) {
-            std::vector<std::int64_t> order(static_cast<std::size_t>(m));
-            for (std::int64_t j = 0; j < m; ++j) order[j] = j;
-            std::stable_sort(order.begin(), order.end(),
-                             [&](auto x, auto y) { return full[i * m + x] > full[i * m + y]; });
-            for (std::int64_t r = 0; r < k; ++r) {
-                EXPECT_EQ(idx[i * k + r], order[r]) << "row " << i << " rank " << r;
-                EXPECT_NEAR(vals[i * k + r], full[i * m + order[r]], tol<T>());
-            }
-        }
+        expect_topk(full, n, m, k, vals, idx);
     }
 }
 
@@ -252,16 +260,6 @@ TEST(Core, TopkOnThePackedGemmMatchesTheSortedMatrix) {
         std::vector<float> vals(static_cast<std::size_t>(n * k));
         std::vector<std::int64_t> idx(static_cast<std::size_t>(n * k));
         mb::topk_cosine(a, b, k, vals.data(), idx.data(), budget);
-        for (std::int64_t i = 0; i < n; ++i) {
-            std::vector<std::int64_t> order(static_cast<std::size_t>(m));
-            for (std::int64_t j = 0; j < m; ++j) order[j] = j;
-            std::partial_sort(order.begin(), order.begin() + k, order.end(), [&](auto x, auto y) {
-                return full[i * m + x] > full[i * m + y] || (full[i * m + x] == full[i * m + y] && x < y);
-            });
-            for (std::int64_t r = 0; r < k; ++r) {
-                EXPECT_EQ(idx[i * k + r], order[r]) << "row " << i << " rank " << r;
-                EXPECT_NEAR(vals[i * k + r], full[i * m + order[r]], 2e-5);
-            }
-        }
+        expect_topk(full, n, m, k, vals, idx);
     }
 }
