@@ -11,8 +11,8 @@
 // micro-kernel keeps an 8 x 32 tile of the output in 16 zmm registers: per k it loads two vectors of the B panel
 // and broadcasts 8 values of the A panel into 16 FMAs (8 x 32 measured faster than 12 x 32 and 4 x 32 here).
 // The output is row-major, so each tile row is two full 64-byte vectors; outputs larger than the caches are
-// written with streaming stores. Measured on the 2-core Zen 4 machine (bench/): ~91% of the FMA peak at
-// (256, 100000, 512), ~6% ahead of OpenBLAS's sgemm on the same shapes without any of the norm work.
+// written with streaming stores. Measured on the 2-core Zen 4 machine (bench/): 87-91% of the FMA peak at
+// (256, 100000, 512), a few % faster than OpenBLAS's bare sgemm on the same shapes (which does no norm work).
 #include "packed_gemm.hpp"
 
 #include <algorithm>
