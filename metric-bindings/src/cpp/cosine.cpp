@@ -1,10 +1,12 @@
 // Implementation of cosine.hpp. See the header for the semantics; this file explains the "why" of the speed.
 //
-// Full matrix: the work is one GEMM (2 N M D flops) plus the norms. Three strategies, picked by size
+// Full matrix: the work is one GEMM (2 N M D flops) plus the norms. Four strategies, picked by size and dtype
 // (Strategy::Auto, measured in bench/):
 //  * Fused: one side has few rows (one query against many items, many items against a few classes). BLAS is
 //    memory-bound and poorly blocked there and would need a second pass for the norms, so a hand-written
 //    kernel reads the large side once, computing each row's norm and its dots with the few small rows together.
+//  * PackedGemm (packed_gemm.cpp): large float32 work on a CPU with AVX-512: our own blocked GEMM with the
+//    norms of B summed while it is packed and the scaling applied as the output is stored; no BLAS.
 //  * NormalizeFirst: A and B are small next to the output (square-ish shapes): copy them with unit rows and
 //    run one GEMM; no pass over the output at all.
 //  * ScaleOutput: the rest (e.g. 256 queries x 100k items): inverse norms, one GEMM on the raw inputs,
