@@ -139,6 +139,19 @@ bool blas_layout(const MatrixView<T>& v, Operand<T>& op) {
     return false;
 }
 
+/// True when every row of v is contiguous (unit column stride, or at most one column): the layout the fused
+/// kernel and the packed GEMM read in place.
+template <typename T>
+bool rows_contiguous(const MatrixView<T>& v) {
+    return v.col_stride == 1 || v.cols <= 1;
+}
+
+/// True when the packed GEMM can run here and pays off for float32 work of this size (measured in bench/).
+bool packed_pays(std::int64_t n, std::int64_t m, std::int64_t d) {
+    return detail::packed_gemm_available() &&
+           static_cast<double>(n) * static_cast<double>(m) * static_cast<double>(d) >= kPackedMinWork;
+}
+
 /// Rows [r0, r1) of v copied into buf as a packed row-major matrix (any source strides).
 template <typename T>
 const T* pack_rows(const MatrixView<T>& v, std::int64_t r0, std::int64_t r1, Buffer<T>& buf) {
@@ -412,9 +425,7 @@ Strategy choose_strategy(std::int64_t n, std::int64_t m, std::int64_t d, bool si
     if (std::min(n, m) <= kFusedMaxRows || m <= 4 * kFusedMaxRows) return Strategy::Fused;
     // Our packed GEMM (float32, AVX-512 builds) beat every CBLAS strategy from 2^29 multiply-adds up, by 5-40%,
     // except when A is the huge side (it packs all of A first; CBLAS blocks it better there).
-    const double work = static_cast<double>(n) * static_cast<double>(m) * static_cast<double>(d);
-    if (single_precision && detail::packed_gemm_available() && work >= kPackedMinWork &&
-        static_cast<double>(n) * static_cast<double>(d) <= kPackedMaxA)
+    if (single_precision && packed_pays(n, m, d) && static_cast<double>(n) * static_cast<double>(d) <= kPackedMaxA)
         return Strategy::PackedGemm;
     // Normalising copies cost ~2 (N + M) D memory traffic; scaling the output costs ~2 N M (in cache, so less).
     const double copies = static_cast<double>(n + m) * static_cast<double>(d);
@@ -437,7 +448,7 @@ void cosine_similarity(const MatrixView<T>& a, const MatrixView<T>& b, T* out, s
     if (strategy == Strategy::Auto) {
         strategy = choose_strategy(n, m, d, std::is_same_v<T, float>);
         // PackedGemm reads rows with unit stride; for other layouts CBLAS reads the inputs in place instead.
-        if (strategy == Strategy::PackedGemm && d > 1 && (a.col_stride != 1 || b.col_stride != 1))
+        if (strategy == Strategy::PackedGemm && !(rows_contiguous(a) && rows_contiguous(b)))
             strategy = choose_strategy(n, m, d, false);
     }
     if (strategy == Strategy::PackedGemm) {
@@ -445,8 +456,8 @@ void cosine_similarity(const MatrixView<T>& a, const MatrixView<T>& b, T* out, s
             if (detail::packed_gemm_available() && d > 0) {
                 // The packing reads rows with unit stride: other layouts get one row-major copy first.
                 Buffer<T> buf_a, buf_b;
-                const MatrixView<T> ra = a.col_stride == 1 || d == 1 ? a : MatrixView<T>::row_major(pack_rows(a, 0, n, buf_a), n, d);
-                const MatrixView<T> rb = b.col_stride == 1 || d == 1 ? b : MatrixView<T>::row_major(pack_rows(b, 0, m, buf_b), m, d);
+                const MatrixView<T> ra = rows_contiguous(a) ? a : MatrixView<T>::row_major(pack_rows(a, 0, n, buf_a), n, d);
+                const MatrixView<T> rb = rows_contiguous(b) ? b : MatrixView<T>::row_major(pack_rows(b, 0, m, buf_b), m, d);
                 detail::packed_cosine(ra.data, ra.row_stride, n, rb.data, rb.row_stride, m, d, out, ldo);
                 return;
             }
@@ -467,7 +478,7 @@ void cosine_similarity(const MatrixView<T>& a, const MatrixView<T>& b, T* out, s
             sop = {pack_rows(sv, 0, sv.rows, small_buf), std::max<std::int64_t>(d, 1), false};
         inverse_norms(sop, sv.rows, d, inv_small.data());
         MatrixView<T> big = bv;
-        if (!(bv.col_stride == 1 || d <= 1))
+        if (!rows_contiguous(bv))
             big = MatrixView<T>::row_major(pack_rows(bv, 0, bv.rows, big_buf), bv.rows, d);
         if (a_small) {
             fused_small(big, sop.ptr, inv_small.data(), n, d, out, 1, ldo);  // big rows are output columns
@@ -599,9 +610,8 @@ void topk_cosine(const MatrixView<T>& a, const MatrixView<T>& b, std::int64_t k,
     const std::size_t budget = std::max<std::size_t>(memory_budget, std::size_t{1} << 16);
     bool packed = false;
     if constexpr (std::is_same_v<T, float>) {
-        const double work = static_cast<double>(n) * static_cast<double>(m) * static_cast<double>(d);
-        packed = !fused && d > 0 && (a.col_stride == 1 || d == 1) && (b.col_stride == 1 || d == 1) &&
-                 work >= kPackedMinWork && budget >= 4 * kPackedScratchBytes && detail::packed_gemm_available();
+        packed = !fused && d > 0 && rows_contiguous(a) && rows_contiguous(b) && packed_pays(n, m, d) &&
+                 budget >= 4 * kPackedScratchBytes;
     }
 
     Operand<T> probe;
@@ -628,7 +638,7 @@ void topk_cosine(const MatrixView<T>& a, const MatrixView<T>& b, std::int64_t k,
         Operand<T> opb;
         if (fused) {
             MatrixView<T> blk{b.data + j0 * b.row_stride, cols, d, b.row_stride, b.col_stride};
-            if (!(b.col_stride == 1 || d <= 1))
+            if (!rows_contiguous(b))
                 blk = MatrixView<T>::row_major(pack_rows(b, j0, j1, buf_b), cols, d);
             fused_small(blk, small.data(), inv_a.data(), n, d, scores.data(), 1, cols);
         } else if (!packed) {
