@@ -17,15 +17,20 @@ def run_compose(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(cmd, cwd=HERE, capture_output=True, text=True, timeout=60)
 
 
+def config_services() -> dict:
+    """The services as compose resolves them with .env.example (defaults a user gets)."""
+    res = run_compose("config", "--format", "json")
+    assert res.returncode == 0, res.stderr
+    return json.loads(res.stdout)["services"]
+
+
 def test_compose_file_is_valid() -> None:
     res = run_compose("config", "-q")
     assert res.returncode == 0, res.stderr
 
 
 def test_images_pinned_pool_read_only_healthcheck_port_from_env() -> None:
-    res = run_compose("config", "--format", "json")
-    assert res.returncode == 0, res.stderr
-    services = json.loads(res.stdout)["services"]
+    services = config_services()
     for name, svc in services.items():
         image = svc.get("image")
         if image is None:
@@ -52,9 +57,7 @@ def test_images_pinned_pool_read_only_healthcheck_port_from_env() -> None:
 
 def test_client_reaches_nginx_only_through_the_published_port() -> None:
     """The client shares no network with nginx: host network, the published port on loopback by default."""
-    res = run_compose("config", "--format", "json")
-    assert res.returncode == 0, res.stderr
-    services = json.loads(res.stdout)["services"]
+    services = config_services()
     client, nginx = services["client"], services["nginx"]
     assert client["network_mode"] == "host" and "networks" not in client
     assert client["command"][:2] == ["fetch", f"http://127.0.0.1:{nginx['ports'][0]['published']}/"]
@@ -62,9 +65,7 @@ def test_client_reaches_nginx_only_through_the_published_port() -> None:
 
 
 def test_pool_runs_as_the_user_from_env_without_network() -> None:
-    res = run_compose("config", "--format", "json")
-    assert res.returncode == 0, res.stderr
-    pool = json.loads(res.stdout)["services"]["pool"]
+    pool = config_services()["pool"]
     assert pool["user"] == "1000:1000"  # POOL_UID:POOL_GID of .env.example; make up writes yours
     assert pool["network_mode"] == "none"
     assert {v["target"]: v.get("read_only", False) for v in pool["volumes"]}["/app/src"] is True
