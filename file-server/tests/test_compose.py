@@ -17,15 +17,20 @@ def run_compose(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(cmd, cwd=HERE, capture_output=True, text=True, timeout=60)
 
 
+def config_services() -> dict:
+    """The services as compose resolves them with .env.example (defaults a user gets)."""
+    res = run_compose("config", "--format", "json")
+    assert res.returncode == 0, res.stderr
+    return json.loads(res.stdout)["services"]
+
+
 def test_compose_file_is_valid() -> None:
     res = run_compose("config", "-q")
     assert res.returncode == 0, res.stderr
 
 
 def test_images_pinned_pool_read_only_healthcheck_port_from_env() -> None:
-    res = run_compose("config", "--format", "json")
-    assert res.returncode == 0, res.stderr
-    services = json.loads(res.stdout)["services"]
+    services = config_services()
     for name, svc in services.items():
         image = svc.get("image")
         if image is None:
@@ -37,7 +42,7 @@ def test_images_pinned_pool_read_only_healthcheck_port_from_env() -> None:
     assert nginx["image"] == "nginx:1.22.1-alpine"
     assert "healthz" in " ".join(nginx["healthcheck"]["test"])
     mounts = {v["target"]: v for v in nginx["volumes"]}
-    assert mounts["/srv/pool"]["read_only"] is True
+    assert mounts["/srv/data"]["read_only"] is True
     assert mounts["/etc/nginx/conf.d/default.conf"]["read_only"] is True
     assert Path(mounts["/etc/nginx/conf.d/default.conf"]["source"]) == HERE / "nginx" / "fileserver.conf"
     env = dict(
@@ -47,31 +52,33 @@ def test_images_pinned_pool_read_only_healthcheck_port_from_env() -> None:
     )
     assert nginx["ports"][0]["published"] == env["FILESERVER_PORT"]
     assert nginx["ports"][0]["target"] == 8080
+    assert nginx["ports"][0]["host_ip"] == env["FILESERVER_BIND"] == "127.0.0.1"
+
+
+def test_client_reaches_nginx_only_through_the_published_port() -> None:
+    """The client shares no network with nginx: host network, the published port on loopback by default."""
+    services = config_services()
+    client, nginx = services["client"], services["nginx"]
+    assert client["network_mode"] == "host" and "networks" not in client
+    assert client["command"][:2] == ["fetch", f"http://127.0.0.1:{nginx['ports'][0]['published']}/"]
+    assert client["depends_on"]["nginx"]["condition"] == "service_healthy"
+
+
+def test_pool_runs_as_the_user_from_env_without_network() -> None:
+    pool = config_services()["pool"]
+    assert pool["user"] == "1000:1000"  # POOL_UID:POOL_GID of .env.example; make up writes yours
+    assert pool["network_mode"] == "none"
+    assert {v["target"]: v.get("read_only", False) for v in pool["volumes"]}["/app/src"] is True
+
+
+def test_dockerignore_keeps_local_state_out_of_the_build() -> None:
+    ignored = set((HERE / ".dockerignore").read_text().split())
+    assert {".venv", "build", "data", "run", ".env"} <= ignored
 
 
 def test_container_site_conf_matches_the_mounts() -> None:
     site = (HERE / "nginx" / "site-container.conf").read_text()
-    assert "listen 8080;" in site and "root /srv/pool;" in site
-
-
-# The official image's /etc/nginx/nginx.conf (1.22 alpine), with `user nginx` swapped for a user Debian has.
-IMAGE_MAIN_CONF = """
-user nobody nogroup;
-worker_processes auto;
-error_log {prefix}/error.log notice;
-pid {prefix}/nginx.pid;
-events {{ worker_connections 1024; }}
-http {{
-    include /etc/nginx/mime.types;
-    default_type application/octet-stream;
-    log_format main '$remote_addr - $remote_user [$time_local] "$request" '
-                    '$status $body_bytes_sent "$http_referer" "$http_user_agent" "$http_x_forwarded_for"';
-    access_log {prefix}/access.log main;
-    sendfile on;
-    keepalive_timeout 65;
-    include {prefix}/conf.d/*.conf;
-}}
-"""
+    assert "listen 8080;" in site and "root /srv/data/pool;" in site
 
 
 def test_container_layout_passes_nginx_t(tmp_path: Path) -> None:
@@ -79,7 +86,17 @@ def test_container_layout_passes_nginx_t(tmp_path: Path) -> None:
     from fileserver.nginx import nginx_binary
 
     (tmp_path / "conf.d").mkdir()
-    (tmp_path / "nginx.conf").write_text(IMAGE_MAIN_CONF.format(prefix=tmp_path))
+    # the image's main conf (its local equivalent's copy), paths moved into tmp_path, workers as a Debian user
+    main = (HERE / "docker" / "local" / "nginx.conf").read_text()
+    for old, new in (
+        ("user  nginx;", "user nobody nogroup;"),
+        ("/var/log/nginx/", f"{tmp_path}/"),
+        ("/var/run/", f"{tmp_path}/"),
+        ("/etc/nginx/conf.d/", f"{tmp_path}/conf.d/"),
+    ):
+        assert old in main, old
+        main = main.replace(old, new)
+    (tmp_path / "nginx.conf").write_text(main)
     (tmp_path / "conf.d" / "default.conf").write_bytes((HERE / "nginx" / "fileserver.conf").read_bytes())
     site = (HERE / "nginx" / "site-container.conf").read_text()
     (tmp_path / "fileserver-site.conf").write_text(site.replace("/var/log/nginx/", f"{tmp_path}/"))
