@@ -17,7 +17,7 @@ from fileserver import __version__
 EPILOG = """\
 examples:
   fileserver pool --count 1000 --out data/pool         # deterministic pool + SHA256SUMS + manifest.json
-  fileserver serve --root data/pool --port 8080        # native nginx in the foreground (Ctrl-C stops)
+  fileserver serve --root data/pool --port 8080        # native nginx in the foreground (Ctrl-C/SIGTERM stop)
   fileserver fetch http://127.0.0.1:8080/ --out copy   # download everything, verify every SHA-256
   fileserver verify copy                               # re-check a local copy against copy/SHA256SUMS
 
@@ -161,6 +161,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from fileserver.nginx import NativeNginx, NginxError
+    from fileserver.signals import Stopped, stop_on_signals
 
     if not (args.root / "SHA256SUMS").is_file():
         return _die(
@@ -168,22 +169,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
             f"'fileserver manifest {args.root}' first"
         )
     server = NativeNginx(root=args.root, prefix=args.prefix, host=args.host, port=args.port)
-    try:
-        server.start()
-    except NginxError as exc:
-        return _die(str(exc))
-    print(
-        f"serving {args.root.resolve()} at {server.url} (access log {server.access_log}); Ctrl-C stops",
-        flush=True,
-    )
-    try:
-        assert server.proc is not None
-        server.proc.wait()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.stop()
-    return 0
+    with stop_on_signals("fileserver serve"):
+        try:
+            server.start()
+            print(
+                f"serving {args.root.resolve()} at {server.url} (access log {server.access_log}); "
+                "Ctrl-C or SIGTERM stops",
+                flush=True,
+            )
+            assert server.proc is not None
+            code = server.proc.wait()
+            return _die(f"nginx exited by itself with status {code}; see {server.error_log}", 1)
+        except NginxError as exc:
+            return _die(str(exc))
+        except Stopped as stop:
+            return stop.exit_status
+        finally:
+            server.stop()
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -15,9 +15,18 @@ from pathlib import Path
 from fileserver.client import Fetcher
 from fileserver.manifest import SUMS_NAME, parse_sums
 from fileserver.nginx import NativeNginx, NginxError
+from fileserver.signals import Stopped, stop_on_signals
 
 
 def main(argv: list[str] | None = None) -> int:
+    with stop_on_signals("demo"):
+        try:
+            return run(argv)
+        except Stopped as stop:  # nginx was already stopped by run()'s finally
+            return stop.exit_status
+
+
+def run(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
