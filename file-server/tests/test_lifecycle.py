@@ -55,10 +55,17 @@ def wait_until(predicate, seconds: float) -> bool:  # noqa: ANN001
 def leave_nothing(proc: subprocess.Popen[str], prefix: Path) -> None:
     """Test clean-up that holds even when the handling under test is broken."""
     if proc.poll() is None:
-        proc.kill()
-        proc.wait(10)
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
     for pid in nginx_processes(prefix):
-        os.kill(pid, signal.SIGKILL)
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:  # it was already on its way out
+            pass
 
 
 def start_serve(pool: Path, prefix: Path, port: int) -> tuple[subprocess.Popen[str], str]:

@@ -7,7 +7,6 @@ bare Python with only the standard library (the compose one-shot service relies 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import sys
 import time
 from pathlib import Path
@@ -60,74 +59,23 @@ def cmd_manifest(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_manifest(args: argparse.Namespace) -> tuple[bytes, str]:
-    """Manifest bytes from ``--manifest`` or from the server (with retries), and where they came from."""
-    import urllib.error
-    import urllib.request
-
-    from fileserver.client import FetchError, backoff
-
-    if args.manifest is not None:
-        try:
-            return args.manifest.read_bytes(), str(args.manifest)
-        except OSError as exc:
-            raise FetchError(f"cannot read --manifest {args.manifest}: {exc.strerror}") from None
-    url = args.url.rstrip("/") + "/SHA256SUMS"
-    last = ""
-    for attempt in range(args.retries + 1):
-        try:
-            req = urllib.request.Request(url, headers={"User-Agent": f"fileserver-fetch/{__version__}"})
-            with urllib.request.urlopen(req, timeout=args.timeout) as resp:  # noqa: S310 (http(s) checked)
-                return resp.read(), url
-        except urllib.error.HTTPError as exc:
-            if exc.code < 500:
-                raise FetchError(f"{url} answered HTTP {exc.code}: is this a fileserver pool URL?") from None
-            last = f"HTTP {exc.code}"
-        except (OSError, ValueError) as exc:
-            last = str(getattr(exc, "reason", exc))
-        time.sleep(backoff(attempt + 1))
-    raise FetchError(f"cannot download {url}: {last}")
-
-
 def cmd_fetch(args: argparse.Namespace) -> int:
-    from fileserver.client import Fetcher, FetchError
-    from fileserver.manifest import RESERVED_NAMES, SUMS_NAME, ManifestError, format_sums, parse_any
+    from fileserver.client import FetchError, ManifestError, UntrustedManifest, fetch_pool
 
-    if not args.url.startswith(("http://", "https://")):
-        return _die(f"not an http(s) URL: {args.url!r}; expected e.g. http://host:8080/")
     try:
-        data, source = _load_manifest(args)
-        if args.manifest_sha256:
-            got = hashlib.sha256(data).hexdigest()
-            if got != args.manifest_sha256.lower():
-                return _die(
-                    f"manifest {source} has SHA-256 {got}, expected {args.manifest_sha256}: "
-                    "refusing to trust it",
-                    1,
-                )
-        entries = parse_any(data, source)
-        reserved = [e.path for e in entries if e.path in RESERVED_NAMES]
-        if reserved:
-            raise ManifestError(f"{source}: lists {reserved[0]!r}, a name reserved for the manifest itself")
-        if not entries:
-            raise ManifestError(f"{source}: the manifest lists no files")
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / SUMS_NAME).write_text(format_sums(entries), encoding="utf-8")
-        print(
-            f"manifest: {len(entries)} files from {source} (sha256 {hashlib.sha256(data).hexdigest()[:16]})",
-            file=sys.stderr,
-        )
-        fetcher = Fetcher(
+        result = fetch_pool(
             args.url,
             args.out,
-            entries,
-            jobs=args.jobs,
+            manifest=args.manifest,
+            manifest_sha256=args.manifest_sha256,
+            connections=args.jobs,
             depth=args.depth,
             retries=args.retries,
             timeout=args.timeout,
             progress=not args.quiet and sys.stderr.isatty(),
         )
-        result = fetcher.run_sync()
+    except UntrustedManifest as exc:
+        return _die(str(exc), 1)
     except (FetchError, ManifestError) as exc:
         return _die(str(exc))
     except OSError as exc:

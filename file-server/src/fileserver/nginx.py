@@ -236,17 +236,25 @@ class NativeNginx:
             start_new_session=True,
             preexec_fn=die_with_parent(),
         )
+        try:
+            self._wait_healthy(timeout)
+        except BaseException:  # not up in time, or interrupted (Ctrl-C, SIGTERM) while waiting
+            self.stop()
+            raise
+        return self
+
+    def _wait_healthy(self, timeout: float) -> None:
+        assert self.proc is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise NginxError(f"nginx exited with {self.proc.returncode}: {self._error_tail()}")
             if self.netns is not None:
                 if self._netns_healthy():
-                    return self
+                    return
             elif is_fileserver(self.url):
-                return self
+                return
             time.sleep(0.05)
-        self.stop()
         raise NginxError(f"nginx did not answer on {self.url} within {timeout:.0f}s: {self._error_tail()}")
 
     def _netns_healthy(self) -> bool:
