@@ -11,9 +11,9 @@ from fileserver.sink import DirSink
 
 
 def test_writes_nested_files_and_leaves_no_temporary(tmp_path: Path) -> None:
-    sink = DirSink(tmp_path / "out")
-    sink.put("a/b/c.txt", b"hello")
-    sink.put("top.txt", b"")
+    with DirSink(tmp_path / "out") as sink:
+        sink.put("a/b/c.txt", b"hello")
+        sink.put("top.txt", b"")
     assert (tmp_path / "out/a/b/c.txt").read_bytes() == b"hello"
     assert (tmp_path / "out/top.txt").read_bytes() == b""
     assert sorted(p.name for p in (tmp_path / "out").rglob("*")) == ["a", "b", "c.txt", "top.txt"]
@@ -67,3 +67,15 @@ def test_has_only_a_regular_file_with_the_right_size_and_hash(tmp_path: Path) ->
     assert not sink.has("good.txt", "0" * 64, None)
     assert not sink.has("link.txt", digest, 3)
     assert not sink.has("absent.txt", digest, 3)
+
+
+def test_a_folder_swapped_for_a_symlink_after_the_check_changes_nothing(tmp_path: Path) -> None:
+    out, outside = tmp_path / "out", tmp_path / "outside"
+    outside.mkdir()
+    with DirSink(out) as sink:
+        sink.put("d/a.txt", b"a")
+        (out / "d").rename(out / "d-moved")
+        (out / "d").symlink_to(outside)  # the race a hostile local user would try
+        sink.put("d/b.txt", b"b")
+    assert list(outside.iterdir()) == []
+    assert sorted(p.name for p in (out / "d-moved").iterdir()) == ["a.txt", "b.txt"]

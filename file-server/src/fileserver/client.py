@@ -84,10 +84,10 @@ def fetch_pool(
             f"manifest {source} has SHA-256 {digest}, expected {manifest_sha256}: refusing to trust it"
         )
     entries = _checked_entries(data, source)
-    sink = DirSink(out)
-    sink.put(SUMS_NAME, format_sums(entries).encode("utf-8"))
-    fetcher = Fetcher(target, sink, progress=progress, **options)
-    result = asyncio.run(fetcher.run(Want(e.path, e.sha256, e.size) for e in entries))
+    with DirSink(out) as sink:
+        sink.put(SUMS_NAME, format_sums(entries).encode("utf-8"))
+        fetcher = Fetcher(target, sink, progress=progress, **options)
+        result = asyncio.run(fetcher.run(Want(e.path, e.sha256, e.size) for e in entries))
     return PoolResult(**vars(result), manifest_source=source, manifest_sha256=digest)
 
 

@@ -31,6 +31,7 @@ from fileserver.http11 import ProtocolError, ResponseParser
 
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 MISSING_STATUSES = frozenset({403, 404, 410})
+_MAX_BACKLOG = 4096  # received bodies waiting for the verifier thread (a few KiB each)
 
 
 class FetchError(RuntimeError):
@@ -244,8 +245,9 @@ class Fetcher:
         self._queue: deque[_Item] = deque()
         self._live: set[_Connection] = set()
         self._remaining = 0
-        # verified-or-not bodies wait here for the verifier thread; bounded, so memory stays bounded too
-        self._verifyq: queue.Queue[tuple[Want, bytes] | None] = queue.Queue(maxsize=4096)
+        # bodies wait here for the verifier thread; SimpleQueue (C, no condition variable) because a put per
+        # file on the event-loop thread is hot; memory is bounded in on_response instead of by the queue
+        self._verifyq: queue.SimpleQueue[tuple[Want, bytes] | None] = queue.SimpleQueue()
         self._bar = None
         self._fatal: str | None = None
 
@@ -267,7 +269,11 @@ class Fetcher:
         if status == 200:
             # hashing and writing happen on the verifier thread, so this event-loop thread only parses
             # HTTP and keeps the pipelines full
-            self._verifyq.put((item.want, body))
+            q = self._verifyq
+            q.put((item.want, body))
+            if q.qsize() > _MAX_BACKLOG:  # the disk is slower than the network: let the verifier catch up
+                while q.qsize() > _MAX_BACKLOG // 2:
+                    time.sleep(0.001)
             self._settle(item, progress=False)
         elif status in RETRY_STATUSES:
             self._retry(item, f"HTTP {status}")
