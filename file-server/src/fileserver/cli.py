@@ -159,15 +159,23 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("fetch", help="download every file of a pool and verify it against the manifest")
     p.add_argument("url", help="base URL of the pool, e.g. http://host:8080/")
     p.add_argument("--out", type=Path, default=Path("download"), help="destination folder (default download)")
-    p.add_argument("-j", "--jobs", type=int, default=4, help="keep-alive connections (default 4)")
+    from fileserver.fetcher import DEFAULTS  # stdlib-only module: `pool` still runs on a bare Python
+
+    p.add_argument(
+        "-j", "--jobs", type=int, default=DEFAULTS.connections, help="keep-alive connections (%(default)s)"
+    )
     p.add_argument(
         "--depth",
         type=int,
-        default=32,
-        help="pipelined requests in flight per connection (default 32; 1 disables pipelining)",
+        default=DEFAULTS.depth,
+        help="pipelined requests in flight per connection (%(default)s; 1 disables pipelining)",
     )
-    p.add_argument("--retries", type=int, default=5, help="retries per file on 5xx / broken connections")
-    p.add_argument("--timeout", type=float, default=30.0, help="seconds without data before a retry")
+    p.add_argument(
+        "--retries", type=int, default=DEFAULTS.retries, help="retries per file on 5xx / broken connections"
+    )
+    p.add_argument(
+        "--timeout", type=float, default=DEFAULTS.timeout, help="seconds without data before a retry"
+    )
     p.add_argument(
         "--manifest", type=Path, help="trust this local SHA256SUMS/manifest.json instead of the server's"
     )

@@ -14,7 +14,7 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from fileserver.fetcher import Fetcher, FetchError, Result, Target, Want
+from fileserver.fetcher import DEFAULTS, Fetcher, FetchError, Options, Result, Target, Want
 from fileserver.manifest import RESERVED_NAMES, SUMS_NAME, Entry, ManifestError, format_sums, parse_any
 from fileserver.sink import DirSink
 
@@ -57,10 +57,10 @@ def fetch_pool(
     *,
     manifest: Path | None = None,
     manifest_sha256: str | None = None,
-    connections: int = 4,
-    depth: int = 32,
-    retries: int = 5,
-    timeout: float = 30.0,
+    connections: int = DEFAULTS.connections,
+    depth: int = DEFAULTS.depth,
+    retries: int = DEFAULTS.retries,
+    timeout: float = DEFAULTS.timeout,
     progress: bool = False,
 ) -> PoolResult:
     """Download every file the manifest lists from ``url`` into ``out``, writing only verified files.
@@ -70,7 +70,7 @@ def fetch_pool(
     all before anything is written; per-file problems are reported in the result, never raised.
     """
     target = Target.parse(url)
-    options = {"connections": connections, "depth": depth, "retries": retries, "timeout": timeout}
+    options = Options(connections, depth, retries, timeout)
     if manifest is not None:
         try:
             data, source = manifest.read_bytes(), str(manifest)
@@ -86,17 +86,17 @@ def fetch_pool(
     entries = _checked_entries(data, source)
     with DirSink(out) as sink:
         sink.put(SUMS_NAME, format_sums(entries).encode("utf-8"))
-        fetcher = Fetcher(target, sink, progress=progress, **options)
+        fetcher = Fetcher(target, sink, options, progress=progress)
         result = asyncio.run(fetcher.run(Want(e.path, e.sha256, e.size) for e in entries))
     return PoolResult(**vars(result), manifest_source=source, manifest_sha256=digest)
 
 
-def _download_manifest(target: Target, options: dict) -> bytes:
+def _download_manifest(target: Target, options: Options) -> bytes:
     """``SHA256SUMS`` from the server, through the same fetcher (and retries) as the files."""
     url = target.url(SUMS_NAME)
     memory = _Memory()
     try:
-        result = asyncio.run(Fetcher(target, memory, **options).run([Want(SUMS_NAME, None)]))
+        result = asyncio.run(Fetcher(target, memory, options).run([Want(SUMS_NAME, None)]))
     except FetchError as exc:
         raise FetchError(f"cannot download {url}: {exc}") from None
     if memory.body is not None:

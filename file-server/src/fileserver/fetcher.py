@@ -87,6 +87,19 @@ class Target(NamedTuple):
         ).encode("ascii")
 
 
+@dataclass(frozen=True)
+class Options:
+    """How hard to try; the defaults here are the CLI's and :func:`fileserver.client.fetch_pool`'s."""
+
+    connections: int = 4  # keep-alive connections
+    depth: int = 32  # pipelined requests in flight per connection (1: no pipelining)
+    retries: int = 5  # per file, on 408/429/5xx and broken connections
+    timeout: float = 30.0  # seconds without data before a connection is dropped and retried
+
+
+DEFAULTS = Options()
+
+
 @dataclass
 class Result:
     """Outcome of a fetch; ``missing``/``mismatched``/``failed`` name every file that did not verify."""
@@ -223,23 +236,13 @@ class _Connection(asyncio.Protocol):
 class Fetcher:
     """Get a list of :class:`Want` from ``target``; verified bodies go to ``sink``. One run per instance."""
 
-    def __init__(
-        self,
-        target: Target,
-        sink: Sink,
-        *,
-        connections: int = 4,
-        depth: int = 32,
-        retries: int = 5,
-        timeout: float = 30.0,
-        progress: bool = False,
-    ) -> None:
+    def __init__(self, target: Target, sink: Sink, options: Options, *, progress: bool = False) -> None:
         self.target = target
         self.sink = sink
-        self.connections = max(1, connections)
-        self.depth = max(1, depth)
-        self.retries = retries
-        self.timeout = timeout
+        self.connections = max(1, options.connections)
+        self.depth = max(1, options.depth)
+        self.retries = options.retries
+        self.timeout = options.timeout
         self.progress = progress
         self.result = Result()
         self._queue: deque[_Item] = deque()
