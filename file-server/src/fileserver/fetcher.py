@@ -205,7 +205,16 @@ class _Connection(asyncio.Protocol):
         items = list(self.inflight)
         self.inflight.clear()
         clean = self._error is None and (self._closing or self._parser.done)
-        why = self._error or (f"connection lost: {exc}" if exc else "connection closed")
+        if self._error is not None:
+            why = self._error
+        elif exc is not None:
+            why = f"connection lost: {exc}"
+        else:
+            why = (
+                "connection closed in the middle of a response"
+                if self._parser.partial
+                else "connection closed"
+            )
         self._fetcher.on_connection_lost(self, items, clean, why)
         if not self.done.done():
             self.done.set_result(None)

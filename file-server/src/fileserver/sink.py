@@ -29,7 +29,6 @@ class DirSink:
 
     def __init__(self, out: Path) -> None:
         out.mkdir(parents=True, exist_ok=True)
-        self.out = out
         self._out = str(out)
         self._root = os.open(out, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)  # --out itself may be a link
         self._dirs: dict[str, int] = {"": self._root}
