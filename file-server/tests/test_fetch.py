@@ -241,3 +241,14 @@ def test_http10_server_closing_every_connection(pool: Path, entries: list, tmp_p
     assert res.returncode == 0, res.stdout + res.stderr
     assert f"verified {len(entries)}/{len(entries)}" in res.stdout
     assert " 0 retries" in res.stdout  # a clean close is not a failure: unanswered requests just go back
+
+
+def test_manifest_download_is_retried_like_the_files(own_server, tmp_path: Path) -> None:
+    """The server's SHA256SUMS goes through the same fetcher: a 503 and a reset first, then it arrives."""
+    server, _, entries = own_server
+    with FlakyProxy((server.host, server.port), [("503",), ("reset",), ("cut", 100)]) as proxy:
+        res = fetch(proxy.url, "--out", str(tmp_path / "copy"), "--retries", "4")
+        assert proxy.accepted > 3
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert f"verified {len(entries)}/{len(entries)}" in res.stdout
+    assert "manifest: " in res.stdout and "/SHA256SUMS" in res.stdout
