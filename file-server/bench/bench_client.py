@@ -3,6 +3,10 @@
 Both sides download from the same native nginx, check SHA-256 against the manifest and write the file.
 Measured on loopback and through ``delay_proxy.py`` (20 ms round trip). Every loop is bounded in count and
 time. Run: ``make bench`` or ``.venv/bin/python bench/bench_client.py [--count 10000]``.
+
+``--baseline GITREF`` also times the client of an older commit against this tree's, both through the same
+``fileserver fetch`` command line in a subprocess, interleaved run by run (old, new, new, old, ...) so that
+the load of a shared machine falls on both alike; it prints each one's median and the ratio.
 """
 
 from __future__ import annotations
@@ -10,6 +14,8 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -19,8 +25,8 @@ from pathlib import Path
 
 import requests
 
-from fileserver.client import Fetcher
-from fileserver.manifest import Entry, parse_sums
+from fileserver.client import fetch_pool
+from fileserver.manifest import SUMS_NAME, Entry, parse_sums
 from fileserver.nginx import NativeNginx, free_port
 from fileserver.pool import generate
 
@@ -28,11 +34,51 @@ HERE = Path(__file__).resolve().parent
 RUN = HERE.parent / "run" / "bench"
 
 
-def ours(url: str, entries: list[Entry], out: Path, jobs: int, depth: int) -> float:
+def ours(url: str, manifest: Path, out: Path, jobs: int, depth: int) -> float:
     shutil.rmtree(out, ignore_errors=True)
-    result = Fetcher(url, out, entries, jobs=jobs, depth=depth, progress=False).run_sync()
-    assert result.ok and result.downloaded == len(entries), result.summary()
+    result = fetch_pool(url, out, manifest=manifest, connections=jobs, depth=depth)
+    assert result.ok and result.downloaded == result.total, result.summary()
     return result.downloaded / result.seconds
+
+
+def checkout(ref: str) -> Path:
+    """``src/`` of commit ``ref`` (git archive), to put first on PYTHONPATH."""
+    dest = RUN / f"baseline-{ref}"
+    if not (dest / "src" / "fileserver").is_dir():
+        dest.mkdir(parents=True, exist_ok=True)
+        tar = subprocess.run(
+            ["git", "archive", "--format=tar", ref, "src/fileserver"], cwd=HERE.parent, capture_output=True
+        )
+        if tar.returncode != 0:
+            raise SystemExit(f"bench: git archive {ref} failed: {tar.stderr.decode().strip()}")
+        subprocess.run(["tar", "-x", "-C", str(dest)], input=tar.stdout, check=True)
+    return dest / "src"
+
+
+def cli_rate(src: Path, url: str, manifest: Path, out: Path, jobs: int, depth: int) -> float:
+    """Verified files/s as ``fileserver fetch`` from ``src`` reports it (one summary line in all versions)."""
+    shutil.rmtree(out, ignore_errors=True)
+    cmd = [sys.executable, "-m", "fileserver", "fetch", url, "--out", str(out), "--manifest", str(manifest)]
+    cmd += ["-j", str(jobs), "--depth", str(depth), "-q"]
+    env = {**os.environ, "PYTHONPATH": str(src)}
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    rate = re.search(r"= ([\d,]+) files/s", res.stdout)
+    if res.returncode != 0 or rate is None:
+        raise SystemExit(f"bench: {' '.join(cmd)} failed: {res.stdout}{res.stderr}")
+    return float(rate.group(1).replace(",", ""))
+
+
+def old_vs_new(
+    ref: str, url: str, manifest: Path, out: Path, jobs: int, depth: int, repeat: int
+) -> tuple[float, float]:
+    """Medians of the old and the new client, interleaved so that both see the same machine load."""
+    old_src, new_src = checkout(ref), HERE.parent / "src"
+    old, new = [], []
+    for i in range(repeat):
+        order = [(old_src, old), (new_src, new)] if i % 2 == 0 else [(new_src, new), (old_src, old)]
+        for src, runs in order:
+            runs.append(cli_rate(src, url, manifest, out, jobs, depth))
+    return statistics.median(old), statistics.median(new)
 
 
 def one_at_a_time(
@@ -78,6 +124,8 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("-j", "--jobs", type=int, default=4)
     ap.add_argument("--depth", type=int, default=32)
+    ap.add_argument("--baseline", metavar="GITREF", help="also time the client of this commit, interleaved")
+    ap.add_argument("--baseline-only", action="store_true", help="with --baseline: skip the other clients")
     ap.add_argument(
         "--out-dir",
         type=Path,
@@ -89,24 +137,37 @@ def main() -> int:
     pool = RUN / f"pool-{args.count}"
     if not (pool / "SHA256SUMS").is_file():
         generate(pool, args.count, seed=0)
-    entries = parse_sums((pool / "SHA256SUMS").read_text())
+    manifest = pool / SUMS_NAME
+    entries = parse_sums(manifest.read_text())
     out = args.out_dir
     print(f"pool {pool} ({len(entries)} files), downloads to {out}", flush=True)
     rows = []
+    ab_rows: list[tuple[str, float, float]] = []
+    others = not (args.baseline and args.baseline_only)
+
+    def ab(where: str, url: str) -> None:
+        if args.baseline:
+            old, new = old_vs_new(args.baseline, url, manifest, out, args.jobs, args.depth, 2 * args.repeat)
+            ab_rows.append((where, old, new))
+            print(f"{where}  {args.baseline} {old:,.0f} files/s, this tree {new:,.0f} files/s", flush=True)
+
     with NativeNginx(root=pool, prefix=RUN / "nginx") as server:
         url = server.url
-        for j, d in ((args.jobs, args.depth), (1, 1), (16, 1)):
-            ours(url, entries[:500], out, j, d)  # warm the page cache and nginx's open_file_cache
-            med, runs = best_of(args.repeat, ours, url, entries, out, j, d)
+        ours(url, manifest, out, args.jobs, args.depth)  # warm the page cache and nginx's open_file_cache
+        ab("loopback", url)
+        for j, d in ((args.jobs, args.depth), (1, 1), (16, 1)) if others else ():
+            ours(url, manifest, out, j, d)  # warm the page cache and nginx's open_file_cache
+            med, runs = best_of(args.repeat, ours, url, manifest, out, j, d)
             label = f"fileserver fetch -j {j} --depth {d}"
             rows.append(("loopback", label, len(entries), med, runs))
             print(f"loopback  {label:38s} {med:9,.0f} files/s  runs={[round(r) for r in runs]}", flush=True)
-        med, runs = best_of(1, naive, url, entries, out, len(entries), 60.0)
-        rows.append(("loopback", "naive requests.get loop", len(entries), med, runs))
-        print(f"loopback  {'naive requests.get loop':38s} {med:9,.0f} files/s", flush=True)
-        med, runs = best_of(1, session_loop, url, entries, out, len(entries), 60.0)
-        rows.append(("loopback", "requests.Session loop", len(entries), med, runs))
-        print(f"loopback  {'requests.Session loop':38s} {med:9,.0f} files/s", flush=True)
+        if others:
+            med, runs = best_of(1, naive, url, entries, out, len(entries), 60.0)
+            rows.append(("loopback", "naive requests.get loop", len(entries), med, runs))
+            print(f"loopback  {'naive requests.get loop':38s} {med:9,.0f} files/s", flush=True)
+            med, runs = best_of(1, session_loop, url, entries, out, len(entries), 60.0)
+            rows.append(("loopback", "requests.Session loop", len(entries), med, runs))
+            print(f"loopback  {'requests.Session loop':38s} {med:9,.0f} files/s", flush=True)
 
         port = free_port()
         proxy = subprocess.Popen(
@@ -126,8 +187,11 @@ def main() -> int:
             assert proxy.stdout is not None and proxy.stdout.readline().strip() == "ready"
             purl = f"http://127.0.0.1:{port}/"
             where = f"{args.rtt_ms:.0f} ms RTT"
+            ab(where, purl)
+            if not others:
+                return report_ab(args.baseline, ab_rows)
             for j, d in ((args.jobs, args.depth), (16, 1)):
-                med, runs = best_of(args.repeat, ours, purl, entries, out, j, d)
+                med, runs = best_of(args.repeat, ours, purl, manifest, out, j, d)
                 label = f"fileserver fetch -j {j} --depth {d}"
                 rows.append((where, label, len(entries), med, runs))
                 print(
@@ -146,6 +210,8 @@ def main() -> int:
             proxy.terminate()
             proxy.wait(10)
     shutil.rmtree(out, ignore_errors=True)
+    if ab_rows:
+        report_ab(args.baseline, ab_rows)
 
     print("\n| network | client | files | verified files/s | vs naive |\n| --- | --- | ---: | ---: | ---: |")
     for where in dict.fromkeys(r[0] for r in rows):
@@ -156,6 +222,13 @@ def main() -> int:
     (HERE / "results").mkdir(exist_ok=True)
     (HERE / "results" / "client.json").write_text(json.dumps(rows, indent=1))
     print(f"\nplot: {plot(rows, HERE / 'results' / 'client.png')}")
+    return 0
+
+
+def report_ab(ref: str, ab_rows: list[tuple[str, float, float]]) -> int:
+    print(f"\n| network | client at {ref} | this tree | this tree / {ref} |\n| --- | ---: | ---: | ---: |")
+    for where, old, new in ab_rows:
+        print(f"| {where} | {old:,.0f} | {new:,.0f} | {new / old:.3f} |")
     return 0
 
 

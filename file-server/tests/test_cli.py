@@ -35,7 +35,7 @@ def test_serve_runs_nginx_in_the_foreground_until_ctrl_c(pool: Path, workdir: Pa
         url = line.split(" at ")[1].split()[0]
         assert is_fileserver(url)
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(20) == 0
+        assert proc.wait(20) == 128 + signal.SIGINT
         time.sleep(0.2)
         assert not is_fileserver(url)
     finally:

@@ -5,6 +5,9 @@ from __future__ import annotations
 import hashlib
 import shutil
 import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -12,7 +15,7 @@ from conftest import FS, make_hostile_pool, world_readable_tmp
 from flaky_proxy import FlakyProxy
 
 from fileserver.manifest import format_sums, parse_sums
-from fileserver.nginx import NativeNginx
+from fileserver.nginx import NativeNginx, free_port
 
 
 def fetch(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -163,8 +166,6 @@ def test_symlink_planted_in_out_is_not_followed(nginx: NativeNginx, entries: lis
 
 
 def test_unreachable_server_and_bad_url_are_one_line_errors(tmp_path: Path) -> None:
-    from fileserver.nginx import free_port
-
     res = fetch(f"http://127.0.0.1:{free_port()}/", "--out", str(tmp_path / "x"), "--retries", "1")
     assert res.returncode == 2
     assert res.stderr.startswith("fileserver: error: cannot download") and "Traceback" not in res.stderr
@@ -210,3 +211,44 @@ def test_any_folder_with_spaces_and_non_ascii_names(tmp_path: Path) -> None:
         assert (tmp_path / "copy" / "ünïcode dir" / "日本" / "文書 #1?.txt").read_text() == "こんにちは\n"
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_http10_server_closing_every_connection(pool: Path, entries: list, tmp_path: Path) -> None:
+    """Against python -m http.server (HTTP/1.0, one response per connection): still everything verifies."""
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(pool)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(url + "SHA256SUMS", timeout=1).read()
+                break
+            except OSError:
+                time.sleep(0.1)
+        res = subprocess.run(
+            [*FS, "fetch", url, "--out", str(tmp_path / "o"), "-q"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        server.terminate()
+        server.wait(10)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert f"verified {len(entries)}/{len(entries)}" in res.stdout
+    assert " 0 retries" in res.stdout  # a clean close is not a failure: unanswered requests just go back
+
+
+def test_manifest_download_is_retried_like_the_files(own_server, tmp_path: Path) -> None:
+    """The server's SHA256SUMS goes through the same fetcher: a 503 and a reset first, then it arrives."""
+    server, _, entries = own_server
+    with FlakyProxy((server.host, server.port), [("503",), ("reset",), ("cut", 100)]) as proxy:
+        res = fetch(proxy.url, "--out", str(tmp_path / "copy"), "--retries", "4")
+        assert proxy.accepted > 3
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert f"verified {len(entries)}/{len(entries)}" in res.stdout
+    assert "manifest: " in res.stdout and "/SHA256SUMS" in res.stdout

@@ -7,7 +7,6 @@ bare Python with only the standard library (the compose one-shot service relies 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import sys
 import time
 from pathlib import Path
@@ -17,7 +16,7 @@ from fileserver import __version__
 EPILOG = """\
 examples:
   fileserver pool --count 1000 --out data/pool         # deterministic pool + SHA256SUMS + manifest.json
-  fileserver serve --root data/pool --port 8080        # native nginx in the foreground (Ctrl-C stops)
+  fileserver serve --root data/pool --port 8080        # native nginx in the foreground (Ctrl-C/SIGTERM stop)
   fileserver fetch http://127.0.0.1:8080/ --out copy   # download everything, verify every SHA-256
   fileserver verify copy                               # re-check a local copy against copy/SHA256SUMS
 
@@ -60,74 +59,23 @@ def cmd_manifest(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_manifest(args: argparse.Namespace) -> tuple[bytes, str]:
-    """Manifest bytes from ``--manifest`` or from the server (with retries), and where they came from."""
-    import urllib.error
-    import urllib.request
-
-    from fileserver.client import FetchError, backoff
-
-    if args.manifest is not None:
-        try:
-            return args.manifest.read_bytes(), str(args.manifest)
-        except OSError as exc:
-            raise FetchError(f"cannot read --manifest {args.manifest}: {exc.strerror}") from None
-    url = args.url.rstrip("/") + "/SHA256SUMS"
-    last = ""
-    for attempt in range(args.retries + 1):
-        try:
-            req = urllib.request.Request(url, headers={"User-Agent": f"fileserver-fetch/{__version__}"})
-            with urllib.request.urlopen(req, timeout=args.timeout) as resp:  # noqa: S310 (http(s) checked)
-                return resp.read(), url
-        except urllib.error.HTTPError as exc:
-            if exc.code < 500:
-                raise FetchError(f"{url} answered HTTP {exc.code}: is this a fileserver pool URL?") from None
-            last = f"HTTP {exc.code}"
-        except (OSError, ValueError) as exc:
-            last = str(getattr(exc, "reason", exc))
-        time.sleep(backoff(attempt + 1))
-    raise FetchError(f"cannot download {url}: {last}")
-
-
 def cmd_fetch(args: argparse.Namespace) -> int:
-    from fileserver.client import Fetcher, FetchError
-    from fileserver.manifest import RESERVED_NAMES, SUMS_NAME, ManifestError, format_sums, parse_any
+    from fileserver.client import FetchError, ManifestError, UntrustedManifest, fetch_pool
 
-    if not args.url.startswith(("http://", "https://")):
-        return _die(f"not an http(s) URL: {args.url!r}; expected e.g. http://host:8080/")
     try:
-        data, source = _load_manifest(args)
-        if args.manifest_sha256:
-            got = hashlib.sha256(data).hexdigest()
-            if got != args.manifest_sha256.lower():
-                return _die(
-                    f"manifest {source} has SHA-256 {got}, expected {args.manifest_sha256}: "
-                    "refusing to trust it",
-                    1,
-                )
-        entries = parse_any(data, source)
-        reserved = [e.path for e in entries if e.path in RESERVED_NAMES]
-        if reserved:
-            raise ManifestError(f"{source}: lists {reserved[0]!r}, a name reserved for the manifest itself")
-        if not entries:
-            raise ManifestError(f"{source}: the manifest lists no files")
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / SUMS_NAME).write_text(format_sums(entries), encoding="utf-8")
-        print(
-            f"manifest: {len(entries)} files from {source} (sha256 {hashlib.sha256(data).hexdigest()[:16]})",
-            file=sys.stderr,
-        )
-        fetcher = Fetcher(
+        result = fetch_pool(
             args.url,
             args.out,
-            entries,
-            jobs=args.jobs,
+            manifest=args.manifest,
+            manifest_sha256=args.manifest_sha256,
+            connections=args.jobs,
             depth=args.depth,
             retries=args.retries,
             timeout=args.timeout,
             progress=not args.quiet and sys.stderr.isatty(),
         )
-        result = fetcher.run_sync()
+    except UntrustedManifest as exc:
+        return _die(str(exc), 1)
     except (FetchError, ManifestError) as exc:
         return _die(str(exc))
     except OSError as exc:
@@ -161,6 +109,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from fileserver.nginx import NativeNginx, NginxError
+    from fileserver.signals import Stopped, stop_on_signals
 
     if not (args.root / "SHA256SUMS").is_file():
         return _die(
@@ -168,22 +117,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
             f"'fileserver manifest {args.root}' first"
         )
     server = NativeNginx(root=args.root, prefix=args.prefix, host=args.host, port=args.port)
-    try:
-        server.start()
-    except NginxError as exc:
-        return _die(str(exc))
-    print(
-        f"serving {args.root.resolve()} at {server.url} (access log {server.access_log}); Ctrl-C stops",
-        flush=True,
-    )
-    try:
-        assert server.proc is not None
-        server.proc.wait()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.stop()
-    return 0
+    with stop_on_signals("fileserver serve"):
+        try:
+            server.start()
+            print(
+                f"serving {args.root.resolve()} at {server.url} (access log {server.access_log}); "
+                "Ctrl-C or SIGTERM stops",
+                flush=True,
+            )
+            assert server.proc is not None
+            code = server.proc.wait()
+            return _die(f"nginx exited by itself with status {code}; see {server.error_log}", 1)
+        except NginxError as exc:
+            return _die(str(exc))
+        except Stopped as stop:
+            return stop.exit_status
+        finally:
+            server.stop()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -209,15 +159,23 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("fetch", help="download every file of a pool and verify it against the manifest")
     p.add_argument("url", help="base URL of the pool, e.g. http://host:8080/")
     p.add_argument("--out", type=Path, default=Path("download"), help="destination folder (default download)")
-    p.add_argument("-j", "--jobs", type=int, default=4, help="keep-alive connections (default 4)")
+    from fileserver.fetcher import DEFAULTS  # stdlib-only module: `pool` still runs on a bare Python
+
+    p.add_argument(
+        "-j", "--jobs", type=int, default=DEFAULTS.connections, help="keep-alive connections (%(default)s)"
+    )
     p.add_argument(
         "--depth",
         type=int,
-        default=32,
-        help="pipelined requests in flight per connection (default 32; 1 disables pipelining)",
+        default=DEFAULTS.depth,
+        help="pipelined requests in flight per connection (%(default)s; 1 disables pipelining)",
     )
-    p.add_argument("--retries", type=int, default=5, help="retries per file on 5xx / broken connections")
-    p.add_argument("--timeout", type=float, default=30.0, help="seconds without data before a retry")
+    p.add_argument(
+        "--retries", type=int, default=DEFAULTS.retries, help="retries per file on 5xx / broken connections"
+    )
+    p.add_argument(
+        "--timeout", type=float, default=DEFAULTS.timeout, help="seconds without data before a retry"
+    )
     p.add_argument(
         "--manifest", type=Path, help="trust this local SHA256SUMS/manifest.json instead of the server's"
     )

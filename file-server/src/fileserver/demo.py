@@ -6,18 +6,28 @@ Run as ``python -m fileserver.demo [--pool data/pool]``; the Makefile generates 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import shlex
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-from fileserver.client import Fetcher
+from fileserver.client import FetchError, ManifestError, fetch_pool
 from fileserver.manifest import SUMS_NAME, parse_sums
 from fileserver.nginx import NativeNginx, NginxError
+from fileserver.signals import Stopped, stop_on_signals
 
 
 def main(argv: list[str] | None = None) -> int:
+    with stop_on_signals("demo"):
+        try:
+            return run(argv)
+        except Stopped as stop:  # nginx was already stopped by run()'s finally
+            return stop.exit_status
+
+
+def run(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -31,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"demo: {sums} missing; run 'fileserver pool --out {args.pool}' first", file=sys.stderr)
         return 2
     entries = parse_sums(sums.read_text())
+    pinned = hashlib.sha256(sums.read_bytes()).hexdigest()  # what the project announces out of band
     out = args.run / "demo-download"
     shutil.rmtree(out, ignore_errors=True)
     try:
@@ -41,10 +52,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         print(f"[1/4] native nginx serves {args.pool.resolve()} at {server.url}")
         print(f"      command: {shlex.join(server.command())}")
-        print(f"[2/4] fileserver fetch {server.url} --out {out}   ({len(entries)} files, 4 connections)")
-        out.mkdir(parents=True, exist_ok=True)
-        (out / SUMS_NAME).write_text(sums.read_text())
-        result = Fetcher(server.url, out, entries, progress=sys.stderr.isatty()).run_sync()
+        print(
+            f"[2/4] fileserver fetch {server.url} --out {out} --manifest-sha256 {pinned[:16]}...   "
+            f"({len(entries)} files, 4 connections)"
+        )
+        try:
+            result = fetch_pool(server.url, out, manifest_sha256=pinned, progress=sys.stderr.isatty())
+        except (FetchError, ManifestError) as exc:
+            print(f"demo: {exc}", file=sys.stderr)
+            return 1
         print("      " + result.summary().replace("\n", "\n      "))
         print("[3/4] what an annotator does with only curl + sha256sum:")
         one = entries[0].path

@@ -58,9 +58,12 @@ def check_relpath(path: str) -> str:
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:
-    """SHA-256 of a file, read in one go for small files (the pool's files are a few KiB)."""
+    """SHA-256 of a file, read in 1 MiB blocks (``hashlib.file_digest`` would need Python 3.11)."""
+    digest = hashlib.sha256()
     with open(path, "rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
+        while block := fh.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def format_sums(entries: Iterable[Entry]) -> str:

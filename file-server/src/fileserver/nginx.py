@@ -7,6 +7,8 @@ exercise the same server behaviour users get from ``docker compose up``.
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import os
 import pwd
 import shutil
@@ -17,6 +19,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,6 +59,47 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return s.getsockname()[1]
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Raise :class:`NginxError` in one line if something already listens on ``host:port``.
+
+    nginx would only say so in its error log after a failed start; binding first (with SO_REUSEADDR, as
+    nginx does, so a port in TIME_WAIT counts as free) names the problem before anything is started.
+    """
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise NginxError(
+                    f"port {port} on {host} is taken (another 'fileserver serve' or another server); "
+                    "stop it or pass another --port"
+                ) from None
+            raise NginxError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(signo: int = signal.SIGTERM) -> Callable[[], None]:
+    """A ``preexec_fn`` that makes the kernel send ``signo`` to the child when its parent dies.
+
+    This is what keeps nginx from outliving a SIGKILLed ``fileserver serve`` (or test run, or demo): no
+    Python code runs on SIGKILL, but the kernel still signals the child. SIGTERM is nginx's fast shutdown:
+    the master stops its workers and closes the port. Linux sends it when the *thread* that started the
+    child exits, so servers are started from the main thread. libc is loaded here, before the fork.
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    parent = os.getpid()
+
+    def preexec() -> None:
+        libc.prctl(_PR_SET_PDEATHSIG, int(signo), 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl took effect: nobody would stop us
+            os._exit(1)
+
+    return preexec
 
 
 def _readable_by_others(root: Path) -> str | None:
@@ -182,19 +226,35 @@ class NativeNginx:
     def start(self, timeout: float = 15.0) -> NativeNginx:
         """Start nginx and wait until ``/healthz`` answers with our body (not any server on the port)."""
         self.write_conf()
+        if self.netns is None:  # inside a namespace the address is not ours to probe from here
+            check_port_free(self.host, self.port)
         self.check_config()
-        self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, start_new_session=True)
+        # a session of its own: a terminal's Ctrl-C reaches only us, and we stop nginx in order
+        self.proc = subprocess.Popen(
+            self.command(),
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=die_with_parent(),
+        )
+        try:
+            self._wait_healthy(timeout)
+        except BaseException:  # not up in time, or interrupted (Ctrl-C, SIGTERM) while waiting
+            self.stop()
+            raise
+        return self
+
+    def _wait_healthy(self, timeout: float) -> None:
+        assert self.proc is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise NginxError(f"nginx exited with {self.proc.returncode}: {self._error_tail()}")
             if self.netns is not None:
                 if self._netns_healthy():
-                    return self
+                    return
             elif is_fileserver(self.url):
-                return self
+                return
             time.sleep(0.05)
-        self.stop()
         raise NginxError(f"nginx did not answer on {self.url} within {timeout:.0f}s: {self._error_tail()}")
 
     def _netns_healthy(self) -> bool:
