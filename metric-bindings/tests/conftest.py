@@ -27,4 +27,4 @@ def reference(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def tolerance(dtype: np.dtype) -> float:
-    return 2e-5 if np.dtype(dtype) == np.float32 else 1e-11
+    return 2e-5 if np.dtype(dtype) == np.float32 else 1e-12

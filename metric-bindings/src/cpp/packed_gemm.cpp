@@ -292,7 +292,7 @@ struct AScratch {
 }  // namespace
 
 void packed_cosine(const float* a, std::int64_t lda, std::int64_t n, const float* b, std::int64_t ldb,
-                   std::int64_t m, std::int64_t d, float* out, std::int64_t ldo) {
+                   std::int64_t m, std::int64_t d, float* out, std::int64_t ldo, RangeFlag& out_of_range) {
     const DepthBlocks depth(d);
     const std::int64_t n_panels = (n + kMR - 1) / kMR;
 
@@ -305,14 +305,16 @@ void packed_cosine(const float* a, std::int64_t lda, std::int64_t n, const float
                      for (std::int64_t q = q0; q < q1; ++q) {
                          const std::int64_t i0 = q * kMR, rows = std::min(kMR, n - i0);
                          for (std::int64_t r = 0; r < kMR; ++r) {
-                             double s = 0.0;
-                             if (r < rows) {
-                                 const float* x = a + (i0 + r) * lda;
-#pragma omp simd reduction(+ : s)
-                                 for (std::int64_t k = 0; k < d; ++k)
-                                     s += static_cast<double>(x[k]) * static_cast<double>(x[k]);
+                             if (r >= rows) {  // padding rows of the last panel
+                                 inv_a[i0 + r] = 0.0f;
+                                 continue;
                              }
-                             inv_a[i0 + r] = inverse_norm<float>(s);
+                             const float* x = a + (i0 + r) * lda;
+                             double s = 0.0;
+#pragma omp simd reduction(+ : s)
+                             for (std::int64_t k = 0; k < d; ++k)
+                                 s += static_cast<double>(x[k]) * static_cast<double>(x[k]);
+                             inv_a[i0 + r] = inverse_norm<float>(s, x, d, 1, out_of_range);
                          }
                          for (std::int64_t p = 0; p < depth.npc; ++p) {
                              const std::int64_t kc = depth.size(p, d);
@@ -370,7 +372,10 @@ void packed_cosine(const float* a, std::int64_t lda, std::int64_t n, const float
                             pack_b_panel(b + (j0 + t * kNR) * ldb, ldb, cols, k0, kc, bpt, sums);
                             if (last)
                                 for (std::int64_t j = 0; j < kNR; ++j)
-                                    inv_b[t * kNR + j] = j < cols ? inverse_norm<float>(sums[j]) : 0.0f;
+                                    inv_b[t * kNR + j] =
+                                        j < cols ? inverse_norm<float>(sums[j], b + (j0 + t * kNR + j) * ldb, d, 1,
+                                                                       out_of_range)
+                                                 : 0.0f;
                             if (t + 1 < b_panels)
                                 next = RowPrefetcher(b + (j0 + (t + 1) * kNR) * ldb + k0, ldb,
                                                      std::min(kNR, cols_chunk - (t + 1) * kNR), kc, q1 - q0);
@@ -412,7 +417,7 @@ bool packed_gemm_available() { return true; }  // compiled for AVX-512: the buil
 bool packed_gemm_available() { return false; }
 
 void packed_cosine(const float*, std::int64_t, std::int64_t, const float*, std::int64_t, std::int64_t, std::int64_t,
-                   float*, std::int64_t) {
+                   float*, std::int64_t, RangeFlag&) {
     std::abort();  // unreachable: callers check packed_gemm_available()
 }
 
