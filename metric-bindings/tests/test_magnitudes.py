@@ -96,7 +96,7 @@ def test_topk_any_magnitude(ab, data):
     np.testing.assert_allclose(np.take_along_axis(full, idx, axis=1), vals, atol=2 * tol, rtol=0)
 
 
-def test_topk_on_the_packed_gemm_any_magnitude():
+def test_topk_on_the_packed_gemm_any_magnitude(packed_gemm):
     """float32 work above 2^29 multiply-adds: top-k scores its tiles with the packed GEMM where the CPU has
     AVX-512 (elsewhere with CBLAS; the result must be the same)."""
     rng = np.random.default_rng(3)

@@ -47,41 +47,6 @@ constexpr double kPackedMinWork = double(std::int64_t{1} << 29);  // Auto: N M D
 constexpr double kPackedMaxA = double(std::int64_t{16} << 20);     // Auto: PackedGemm only if A has <= 16M values
 constexpr std::size_t kPackedScratchBytes = std::size_t{4} << 20;  // top-k: the packed GEMM's B panels (2 x 1 MiB)
 
-// ---------------------------------------------------------------- small helpers
-
-std::string shape(const char* name, std::int64_t r, std::int64_t c) {
-    std::ostringstream s;
-    s << name << " has shape (" << r << ", " << c << ")";
-    return s.str();
-}
-
-template <typename T>
-void check_view(const char* fn, const char* name, const MatrixView<T>& v) {
-    if (v.rows < 0 || v.cols < 0) {
-        throw std::invalid_argument(std::string(fn) + ": " + shape(name, v.rows, v.cols) +
-                                    ": dimensions must be >= 0");
-    }
-    if (v.rows > 0 && v.cols > 0 && v.data == nullptr) {
-        throw std::invalid_argument(std::string(fn) + ": " + name + " is a null pointer with a non-empty shape");
-    }
-    if (v.rows > kBlasMax || v.cols > kBlasMax) {
-        throw std::invalid_argument(std::string(fn) + ": " + shape(name, v.rows, v.cols) +
-                                    ": a dimension exceeds 2^31-1, the limit of a 32-bit BLAS");
-    }
-}
-
-template <typename T>
-void check_pair(const char* fn, const MatrixView<T>& a, const MatrixView<T>& b) {
-    check_view(fn, "A", a);
-    check_view(fn, "B", b);
-    if (a.cols != b.cols) {
-        std::ostringstream s;
-        s << fn << ": A has shape (" << a.rows << ", " << a.cols << ") and B has shape (" << b.rows << ", "
-          << b.cols << "): the number of columns D must match (" << a.cols << " != " << b.cols << ")";
-        throw std::invalid_argument(s.str());
-    }
-}
-
 // ---------------------------------------------------------------- BLAS operands
 
 /// Growable scratch buffer that is NOT zero-filled (std::vector would write every byte once more, and for a
@@ -652,32 +617,20 @@ Strategy choose_strategy(std::int64_t n, std::int64_t m, std::int64_t d, bool si
 
 template <typename T>
 void cosine_similarity(const MatrixView<T>& a, const MatrixView<T>& b, T* out, std::int64_t ldo, Strategy strategy) {
-    static constexpr const char* fn = "cosine_similarity";
-    check_pair(fn, a, b);
+    check_matrix_args("cosine_similarity", a, b);
     const std::int64_t n = a.rows, m = b.rows;
+    check_output("cosine_similarity", out, n, m, ldo, 1, n, m);
     if (n == 0 || m == 0) return;
-    if (out == nullptr || ldo < m || ldo > kBlasMax) {
-        std::ostringstream s;
-        s << fn << ": output must be a non-null (" << n << ", " << m << ") buffer with leading dimension >= " << m
-          << " (got " << ldo << ")";
-        throw std::invalid_argument(s.str());
-    }
+    if (n == 1) ldo = m;  // a single row: its leading dimension is never used, but BLAS wants it >= M
     run_rescuing(strategy_fn<T>(resolve_strategy(strategy, a, b)), a, b, out, ldo);
 }
 
 template <typename T>
 void paired_cosine_similarity(const MatrixView<T>& a, const MatrixView<T>& b, T* out, std::int64_t out_stride) {
-    static constexpr const char* fn = "paired_cosine_similarity";
-    check_pair(fn, a, b);
-    if (a.rows != b.rows) {
-        std::ostringstream s;
-        s << fn << ": A has shape (" << a.rows << ", " << a.cols << ") and B has shape (" << b.rows << ", " << b.cols
-          << "): row-wise pairs need the same number of rows N (" << a.rows << " != " << b.rows << ")";
-        throw std::invalid_argument(s.str());
-    }
+    check_paired_args(a, b);
     const std::int64_t n = a.rows, d = a.cols;
+    check_output("paired_cosine_similarity", out, n, out_stride, n);
     if (n == 0) return;
-    if (out == nullptr) throw std::invalid_argument(std::string(fn) + ": output is a null pointer");
     const std::int64_t grain = std::max<std::int64_t>(1, kParallelGrain / std::max<std::int64_t>(d, 1));
     if (a.col_stride == 1 && b.col_stride == 1) {  // rows contiguous: one fused, vectorised pass per row
         parallel_for(n, grain, [&](std::int64_t lo, std::int64_t hi) {
@@ -728,17 +681,11 @@ void paired_cosine_similarity(const MatrixView<T>& a, const MatrixView<T>& b, T*
 template <typename T>
 void topk_cosine(const MatrixView<T>& a, const MatrixView<T>& b, std::int64_t k, T* values, std::int64_t* indices,
                  std::size_t memory_budget) {
-    static constexpr const char* fn = "topk_cosine";
-    check_pair(fn, a, b);
+    check_topk_args(a, b, k);
     const std::int64_t n = a.rows, m = b.rows, d = a.cols;
     if (n == 0 || m == 0) return;
-    if (k < 1 || k > m) {
-        std::ostringstream s;
-        s << fn << ": k=" << k << " is out of range: B has shape (" << m << ", " << d << "), so k must be in [1, "
-          << m << "]";
-        throw std::invalid_argument(s.str());
-    }
-    if (values == nullptr || indices == nullptr) throw std::invalid_argument(std::string(fn) + ": null output");
+    check_output("topk_cosine", values, n, k, k, 1, n, k);
+    check_output("topk_cosine", indices, n, k, k, 1, n, k);
 
     const std::size_t budget = std::max<std::size_t>(memory_budget, std::size_t{1} << 16);
     const Strategy scorer = topk_scorer(a, b, budget);
@@ -811,9 +758,10 @@ void topk_cosine(const MatrixView<T>& a, const MatrixView<T>& b, std::int64_t k,
 
 template <typename T>
 void gemm_nt(const MatrixView<T>& a, const MatrixView<T>& b, T* c, std::int64_t ldc) {
-    check_pair("gemm_nt", a, b);
+    check_matrix_args("gemm_nt", a, b);
+    check_output("gemm_nt", c, a.rows, b.rows, ldc, 1, a.rows, b.rows);
     if (a.rows == 0 || b.rows == 0) return;
-    if (c == nullptr || ldc < b.rows) throw std::invalid_argument("gemm_nt: bad output buffer");
+    if (a.rows == 1) ldc = b.rows;  // never used for a single row, but BLAS wants it >= M
     Buffer<T> ba, bb;
     gemm_abt(rows_operand(a, 0, a.rows, ba), rows_operand(b, 0, b.rows, bb), a.rows, b.rows, a.cols, c, ldc);
 }

@@ -8,11 +8,13 @@
 //  * Inputs are read through MatrixView (any element strides, even negative or 0). A view that BLAS can use
 //    directly (row-major or column-major with a leading dimension) is never copied; anything else is copied
 //    once into a contiguous buffer.
-//  * Invalid arguments throw std::invalid_argument with a message that names the shapes.
+//  * Invalid arguments throw ArgumentError (a std::invalid_argument) with a message that names the shapes; the
+//    checks (checks.cpp) are public, so that a binding can run them before it allocates results.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
+#include <stdexcept>
 #include <string>
 
 namespace metric_bindings {
@@ -31,6 +33,25 @@ struct MatrixView {
     /// A Fortran-ordered (column-major, packed) matrix.
     static MatrixView col_major(const T* d, std::int64_t r, std::int64_t c) { return {d, r, c, 1, r}; }
 };
+
+/// An invalid argument (shape, k, output buffer). The message names the function, the shapes and the fix.
+class ArgumentError : public std::invalid_argument {
+   public:
+    using std::invalid_argument::invalid_argument;
+};
+
+/// The checks every function below runs first (checks.cpp). fn names the function in the message.
+template <typename T>
+void check_matrix_args(const char* fn, const MatrixView<T>& a, const MatrixView<T>& b);  ///< views, D matches
+template <typename T>
+void check_paired_args(const MatrixView<T>& a, const MatrixView<T>& b);  ///< and the same number of rows
+template <typename T>
+void check_topk_args(const MatrixView<T>& a, const MatrixView<T>& b, std::int64_t k);  ///< and 1 <= k <= M
+/// An output matrix: shape (want_rows, want_cols), unit stride along its rows, rows that do not overlap.
+void check_output(const char* fn, const void* data, std::int64_t rows, std::int64_t cols, std::int64_t row_stride,
+                  std::int64_t col_stride, std::int64_t want_rows, std::int64_t want_cols);
+/// An output vector: length want_len, a non-zero stride.
+void check_output(const char* fn, const void* data, std::int64_t len, std::int64_t stride, std::int64_t want_len);
 
 /// How cosine_similarity applies the norms (both give the same numbers up to rounding).
 enum class Strategy {

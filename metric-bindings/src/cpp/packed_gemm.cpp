@@ -22,6 +22,7 @@
 #include <memory>
 #include <mutex>
 #include <new>
+#include <string>
 #include <vector>
 
 #include "kernel_common.hpp"
@@ -403,18 +404,23 @@ void packed_cosine(const float* a, std::int64_t lda, std::int64_t n, const float
 #pragma GCC diagnostic pop
 #pragma GCC pop_options  // back to the build's own target: what follows runs on any CPU
 
-bool packed_gemm_available() {
-    static const bool cpu_has_it = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
-                                   __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
-    return cpu_has_it;
+namespace {
+bool cpu_runs_packed() {
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+           __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
 }
+}  // namespace
 #else
-bool packed_gemm_available() { return true; }  // compiled for AVX-512: the build already requires it
+namespace {
+bool cpu_runs_packed() { return true; }  // compiled for AVX-512: the build already requires it
+}  // namespace
 #endif
 
 #else  // no AVX-512 in this build: the CBLAS strategies do the work
 
-bool packed_gemm_available() { return false; }
+namespace {
+bool cpu_runs_packed() { return false; }
+}  // namespace
 
 void packed_cosine(const float*, std::int64_t, std::int64_t, const float*, std::int64_t, std::int64_t, std::int64_t,
                    float*, std::int64_t, RangeFlag&) {
@@ -422,5 +428,14 @@ void packed_cosine(const float*, std::int64_t, std::int64_t, const float*, std::
 }
 
 #endif
+
+bool packed_gemm_available() {
+    // METRIC_BINDINGS_DISABLE_PACKED=1 runs the fallbacks on an AVX-512 CPU too (to test them, or to compare).
+    static const bool available = [] {
+        const char* off = std::getenv("METRIC_BINDINGS_DISABLE_PACKED");
+        return cpu_runs_packed() && !(off != nullptr && *off != '\0' && std::string(off) != "0");
+    }();
+    return available;
+}
 
 }  // namespace metric_bindings::detail

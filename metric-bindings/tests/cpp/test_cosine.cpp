@@ -14,10 +14,18 @@
 #include <vector>
 
 #include "cosine.hpp"
+#include "packed_gemm.hpp"
 
 namespace mb = metric_bindings;
 
 namespace {
+
+/// Tests of the packed GEMM itself are skipped, with the reason, where it cannot run (the fallback would pass
+/// them without the packed GEMM having run).
+#define SKIP_WITHOUT_PACKED_GEMM()                                                                           \
+    if (!mb::detail::packed_gemm_available())                                                               \
+    GTEST_SKIP() << "packed GEMM not available (no AVX-512 in this CPU or build, or "                       \
+                    "METRIC_BINDINGS_DISABLE_PACKED set)"
 
 template <typename T>
 std::vector<T> random_matrix(std::int64_t r, std::int64_t c, unsigned seed) {
@@ -292,6 +300,7 @@ TEST(Core, ThreadedPathsAgreeWithReference) {
 }
 
 TEST(Core, PackedGemmEdgesDepthBlocksAndStreamingStores) {
+    SKIP_WITHOUT_PACKED_GEMM();
     // Panels are 8 rows of A x 32 rows of B, depth blocks 1024: cover partial panels, several depth blocks, an
     // output with a leading dimension (never written past m), and one large enough for streaming stores.
     struct Case {
@@ -318,6 +327,7 @@ TEST(Core, PackedGemmEdgesDepthBlocksAndStreamingStores) {
 }
 
 TEST(Core, TopkOnThePackedGemmMatchesTheSortedMatrix) {
+    SKIP_WITHOUT_PACKED_GEMM();
     // float32, >= 2^29 multiply-adds: top-k takes each B tile's cosines from the packed GEMM (where the CPU has
     // AVX-512) and selects on several threads; compared with the CBLAS full matrix sorted.
     const std::int64_t n = 9, m = 60000, d = 1000, k = 4;
@@ -368,6 +378,7 @@ TYPED_TEST(Typed, RowsOfAnyMagnitudeGiveTheRightCosines) {
 }
 
 TEST(Core, TopkOnThePackedGemmWithRowsOfAnyMagnitude) {
+    SKIP_WITHOUT_PACKED_GEMM();
     // Large enough for the packed GEMM scorer (>= 2^29 multiply-adds, where the CPU has AVX-512).
     const std::int64_t n = 16, m = 33000, d = 1024, k = 3;
     auto av = any_scale_matrix<float>(n, d, 51), bv = any_scale_matrix<float>(m, d, 52);
