@@ -331,6 +331,33 @@ def fma_peak() -> tuple[float | None, str]:
                     "bench/fma_peak.cpp)")
 
 
+def compare_builds(full, rowwise, topk, repeat: int, rng: np.random.Generator) -> list[str]:
+    """Ours against the --baseline build only, every bench shape, interleaved: a before/after table."""
+    cases = []
+    for n, m, d in full:
+        a, b = rng.standard_normal((n, d), dtype=np.float32), rng.standard_normal((m, d), dtype=np.float32)
+        cases.append((f"cosine_similarity {(n, m, d)}", lambda a=a, b=b: mb.cosine_similarity(a, b),
+                      lambda a=a, b=b: BASELINE.cosine_similarity(a, b, None, "auto")))
+    for n, d in rowwise:
+        a, b = rng.standard_normal((n, d), dtype=np.float32), rng.standard_normal((n, d), dtype=np.float32)
+        cases.append((f"paired {(n, d)}", lambda a=a, b=b: mb.paired_cosine_similarity(a, b),
+                      lambda a=a, b=b: BASELINE.paired_cosine_similarity(a, b, None)))
+    for n, m, d, k in topk:
+        a, b = rng.standard_normal((n, d), dtype=np.float32), rng.standard_normal((m, d), dtype=np.float32)
+        cases.append((f"topk {(n, m, d, k)}", lambda a=a, b=b, k=k: mb.topk_cosine(a, b, k),
+                      lambda a=a, b=b, k=k: BASELINE.topk_cosine(a, b, k, mb.DEFAULT_TOPK_BUDGET)))
+    out = ["| call (shape) | ours median ms | baseline median ms | ours / baseline (median) "
+           "| ours / baseline (fastest runs) |", "|---|---|---|---|---|"]
+    for name, ours, base in cases:
+        runs = interleaved_runs({"ours": ours, "baseline": base}, repeat)
+        med = {k: float(np.median(v)) for k, v in runs.items()}
+        best = {k: float(np.min(v)) for k, v in runs.items()}
+        out.append(f"| {name} | {med['ours'] * 1e3:.1f} | {med['baseline'] * 1e3:.1f} "
+                   f"| {med['ours'] / med['baseline']:.3f} | {best['ours'] / best['baseline']:.3f} |")
+        print(out[-1], flush=True)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="smaller shapes (about 10x less work)")
@@ -338,6 +365,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results", help="results folder")
     p.add_argument("--baseline", type=Path, help="another build's _core*.so, timed beside ours")
     p.add_argument("--only", choices=["full", "rowwise", "topk"], nargs="*", help="only these tables")
+    p.add_argument("--builds-only", action="store_true",
+                   help="with --baseline: time only ours and the baseline build (a before/after table)")
     args = p.parse_args(argv)
     if args.repeat < 5:
         p.error("--repeat must be >= 5")
@@ -362,6 +391,18 @@ def main(argv: list[str] | None = None) -> int:
     for line in header:
         print(line)
     rng = np.random.default_rng(0)
+    if args.builds_only:
+        if BASELINE is None:
+            p.error("--builds-only needs --baseline")
+        table_lines = compare_builds(full, rowwise, topk, args.repeat, rng)
+        load = os.getloadavg()
+        text = "\n".join([f"- {line}" for line in header]
+                         + [f"- load average at the end {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}", ""]
+                         + table_lines)
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "builds.md").write_text(text + "\n")
+        print(f"\n{text}\nwritten: {args.out / 'builds.md'}")
+        return 0
     # First, before any BLAS call: spinning BLAS workers would take a core from the probe.
     fma, fma_line = fma_peak()
     print(fma_line)

@@ -18,4 +18,11 @@ bool packed_gemm_available();
 void packed_cosine(const float* a, std::int64_t lda, std::int64_t n, const float* b, std::int64_t ldb,
                    std::int64_t m, std::int64_t d, float* out, std::int64_t ldo, std::atomic<bool>& out_of_range);
 
+/// The same for a b of at most kFewColumnsMax rows (many rows against a few, e.g. 100k items x 16 classes): B
+/// packed once (a few KiB), A's rows read once straight from memory in register-blocked tiles. Needs n, d >= 1,
+/// 1 <= m <= kFewColumnsMax.
+inline constexpr std::int64_t kFewColumnsMax = 64;
+void few_columns_cosine(const float* a, std::int64_t lda, std::int64_t n, const float* b, std::int64_t ldb,
+                        std::int64_t m, std::int64_t d, float* out, std::int64_t ldo, std::atomic<bool>& out_of_range);
+
 }  // namespace metric_bindings::detail

@@ -306,8 +306,10 @@ TEST(Core, PackedGemmEdgesDepthBlocksAndStreamingStores) {
     struct Case {
         std::int64_t n, m, d, ldo;
     };
+    // Many rows against at most 64 (the few-columns kernel): 1 to 4 vectors of B rows, A tiles with a tail.
     for (Case c : {Case{1, 1, 1, 1}, Case{9, 33, 1025, 40}, Case{8, 64, 2100, 64}, Case{23, 47, 5, 47},
-                   Case{300, 16400, 20, 16400}}) {
+                   Case{300, 16400, 20, 16400}, Case{1003, 16, 77, 20}, Case{37, 33, 5, 33}, Case{1001, 47, 130, 50},
+                   Case{70, 64, 1, 64}, Case{9, 8, 3, 8}}) {
         auto av = random_matrix<float>(c.n, c.d, 21), bv = random_matrix<float>(c.m, c.d, 22);
         auto a = mb::MatrixView<float>::row_major(av.data(), c.n, c.d);
         auto b = mb::MatrixView<float>::row_major(bv.data(), c.m, c.d);
