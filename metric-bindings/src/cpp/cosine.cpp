@@ -2,11 +2,16 @@
 //
 // Full matrix: the work is one GEMM (2 N M D flops) plus the norms. Four strategies, picked by size and dtype
 // (Strategy::Auto, measured in bench/):
-//  * Fused: one side has few rows (one query against many items, many items against a few classes). BLAS is
-//    memory-bound and poorly blocked there and would need a second pass for the norms, so a hand-written
-//    kernel reads the large side once, computing each row's norm and its dots with the few small rows together.
-//  * PackedGemm (packed_gemm.cpp): large float32 work on a CPU with AVX-512: our own blocked GEMM with the
-//    norms of B summed while it is packed and the scaling applied as the output is stored; no BLAS.
+//  * Fused: one side has few rows (one query against many items). BLAS is memory-bound and poorly blocked there
+//    and would need a second pass for the norms, so a hand-written kernel reads the large side once, computing
+//    each row's norm and its dots with the few small rows together.
+//  * PackedGemm (packed_gemm.cpp), float32 on a CPU with AVX-512: for large work our own blocked GEMM with the
+//    norms of B summed while it is packed and the scaling applied as the output is stored; for many rows
+//    against 8-64 its few-columns kernel (B packed in cache, A streamed once). No BLAS.
+// Each strategy is one function (cosine_fused, cosine_packed, ...); strategy_fn is the table, choose_strategy
+// the one place with the thresholds, and top-k scores its tiles with the same functions (topk_scorer).
+// Rows whose magnitude the kernels cannot handle (norms outside SafeRange) raise a RangeFlag; run_rescuing then
+// redoes the work on rows rescaled by a power of two.
 //  * NormalizeFirst: A and B are small next to the output (square-ish shapes): copy them with unit rows and
 //    run one GEMM; no pass over the output at all.
 //  * ScaleOutput: the rest (e.g. 256 queries x 100k items): inverse norms, one GEMM on the raw inputs,

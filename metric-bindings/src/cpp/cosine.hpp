@@ -55,13 +55,15 @@ void check_output(const char* fn, const void* data, std::int64_t len, std::int64
 
 /// How cosine_similarity applies the norms (both give the same numbers up to rounding).
 enum class Strategy {
-    Auto,           ///< Fused if a side has <= 8 rows or B <= 32; else PackedGemm for large float32 work;
-                    ///< else NormalizeFirst if the copies are small next to the output; else ScaleOutput
+    Auto,           ///< float32 on AVX-512: PackedGemm for B of 8-64 rows against more rows of A; then Fused
+                    ///< if a side has <= 8 rows or B <= 32; else PackedGemm for large float32 work; else
+                    ///< NormalizeFirst if the copies are small next to the output; else ScaleOutput
     NormalizeFirst, ///< copy A and B with unit rows, then one GEMM (no pass over the output)
     ScaleOutput,    ///< norms, then GEMM on the raw inputs (tiled), then one pass scaling the output (no copy of B)
     Fused,          ///< no BLAS: one pass over the larger side, for shapes where the other side has few rows
     PackedGemm,     ///< no BLAS: our own blocked GEMM with the norms folded into its packing and the scaling
-                    ///< into its stores (float32 in AVX-512 builds; otherwise, and for double, ScaleOutput)
+                    ///< into its stores, or its few-columns kernel when B has <= 64 rows and A more (float32
+                    ///< on AVX-512 CPUs; otherwise, and for double, ScaleOutput)
 };
 
 /// Default bound on the extra memory topk_cosine allocates besides its outputs (64 MiB).
