@@ -38,6 +38,30 @@ QUICK_FULL = [(1, 20_000, 512), (64, 20_000, 512), (1024, 1024, 512), (1024, 102
 QUICK_ROWWISE = [(200_000, 128), (20_000, 768)]
 QUICK_TOPK = [(64, 20_000, 512, 10)]
 SETTLE_S = 0.2  # pause before each timed call; see interleaved_medians
+BASELINE = None  # another build's _core module (--baseline), timed beside ours on the same inputs
+
+
+def load_baseline(path: Path):
+    """The extension module of another build (e.g. the previous commit's wheel in a second venv), loaded
+    beside ours under its own name, so that both builds are timed in one run on the same inputs."""
+    import importlib.machinery
+    import importlib.util
+
+    loader = importlib.machinery.ExtensionFileLoader("_core", str(path))
+    spec = importlib.util.spec_from_file_location("_core", str(path), loader=loader)
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    return module
+
+
+def with_baseline(fns: dict[str, Callable[[], object]], call: Callable[[object], object]
+                  ) -> dict[str, Callable[[], object]]:
+    """fns plus a "baseline" method (call(BASELINE)) right after ours, when --baseline is given."""
+    if BASELINE is None:
+        return fns
+    out = {"ours": fns["ours"], "baseline": lambda: call(BASELINE)}
+    out.update(fns)
+    return out
 
 
 def interleaved_medians(fns: dict[str, Callable[[], object]], repeat: int) -> dict[str, float]:
@@ -94,7 +118,7 @@ def time_full(a: np.ndarray, b: np.ndarray, repeat: int, torch, sk_cos) -> dict[
     out = np.empty((a.shape[0], b.shape[0]), np.float32)
     ta, tb = torch.from_numpy(a), torch.from_numpy(b)
     F = torch.nn.functional
-    return interleaved_runs(
+    return interleaved_runs(with_baseline(
         {
             "ours": lambda: mb.cosine_similarity(a, b),
             "ours (out=)": lambda: mb.cosine_similarity(a, b, out=out),
@@ -103,6 +127,7 @@ def time_full(a: np.ndarray, b: np.ndarray, repeat: int, torch, sk_cos) -> dict[
             "sklearn": lambda: sk_cos(a, b),
             "torch": lambda: F.normalize(ta, dim=1) @ F.normalize(tb, dim=1).T,
         },
+        lambda core: core.cosine_similarity(a, b, None, "auto")),
         repeat,
     )
 
@@ -129,13 +154,14 @@ def time_rowwise(a: np.ndarray, b: np.ndarray, repeat: int, torch) -> dict[str, 
     def numpy_rowwise() -> np.ndarray:
         return np.einsum("ij,ij->i", a, b) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
 
-    return interleaved_medians(
+    return interleaved_medians(with_baseline(
         {
             "ours": lambda: mb.paired_cosine_similarity(a, b),
             "ours (out=)": lambda: mb.paired_cosine_similarity(a, b, out=out),
             "numpy einsum": numpy_rowwise,
             "torch F.cosine_similarity": lambda: torch.nn.functional.cosine_similarity(ta, tb, dim=1),
         },
+        lambda core: core.paired_cosine_similarity(a, b, None)),
         repeat,
     )
 
@@ -162,12 +188,13 @@ def time_topk(a: np.ndarray, b: np.ndarray, k: int, repeat: int, torch) -> dict[
         order = np.argsort(-vals, axis=1)
         return np.take_along_axis(vals, order, 1), np.take_along_axis(part, order, 1)
 
-    return interleaved_medians(
+    return interleaved_medians(with_baseline(
         {
             "ours": lambda: mb.topk_cosine(a, b, k),
             "numpy": numpy_topk,
             "torch": lambda: torch.topk(F.normalize(ta, dim=1) @ F.normalize(tb, dim=1).T, k, dim=1),
         },
+        lambda core: core.topk_cosine(a, b, k, mb.DEFAULT_TOPK_BUDGET)),
         repeat,
     )
 
@@ -189,11 +216,15 @@ def vs(t: dict[str, float], key: str) -> str:
 
 def table(header: str, rows: list[dict], first_cells, others: list[str], last_cells=lambda r: []
           ) -> list[str]:
-    """A markdown table: the shape, the cells first_cells(row) gives, one vs() cell per other method, then
-    the cells last_cells(row) gives."""
+    """A markdown table: the shape, the cells first_cells(row) gives, one vs() cell per other method (the
+    baseline build first, with --baseline), then the cells last_cells(row) gives."""
+    base = BASELINE is not None
+    if base:  # right after the shape
+        header = header.replace(" | ", " | baseline build ms (x) | ", 1)
     out = [header, "|" + "---|" * (header.count("|") - 1)]
     for r in rows:
-        cells = [str(tuple(r["shape"]))] + first_cells(r) + [vs(r["times"], k) for k in others]
+        cells = [str(tuple(r["shape"]))] + ([vs(r["times"], "baseline")] if base else [])
+        cells += first_cells(r) + [vs(r["times"], k) for k in others]
         cells += last_cells(r)
         out.append("| " + " | ".join(cells) + " |")
     return out
@@ -300,27 +331,78 @@ def fma_peak() -> tuple[float | None, str]:
                     "bench/fma_peak.cpp)")
 
 
+def compare_builds(full, rowwise, topk, repeat: int, rng: np.random.Generator) -> list[str]:
+    """Ours against the --baseline build only, every bench shape, interleaved: a before/after table."""
+    cases = []
+    for n, m, d in full:
+        a, b = rng.standard_normal((n, d), dtype=np.float32), rng.standard_normal((m, d), dtype=np.float32)
+        cases.append((f"cosine_similarity {(n, m, d)}", lambda a=a, b=b: mb.cosine_similarity(a, b),
+                      lambda a=a, b=b: BASELINE.cosine_similarity(a, b, None, "auto")))
+    for n, d in rowwise:
+        a, b = rng.standard_normal((n, d), dtype=np.float32), rng.standard_normal((n, d), dtype=np.float32)
+        cases.append((f"paired {(n, d)}", lambda a=a, b=b: mb.paired_cosine_similarity(a, b),
+                      lambda a=a, b=b: BASELINE.paired_cosine_similarity(a, b, None)))
+    for n, m, d, k in topk:
+        a, b = rng.standard_normal((n, d), dtype=np.float32), rng.standard_normal((m, d), dtype=np.float32)
+        cases.append((f"topk {(n, m, d, k)}", lambda a=a, b=b, k=k: mb.topk_cosine(a, b, k),
+                      lambda a=a, b=b, k=k: BASELINE.topk_cosine(a, b, k, mb.DEFAULT_TOPK_BUDGET)))
+    out = ["| call (shape) | ours median ms | baseline median ms | ours / baseline (median) "
+           "| ours / baseline (fastest runs) |", "|---|---|---|---|---|"]
+    for name, ours, base in cases:
+        runs = interleaved_runs({"ours": ours, "baseline": base}, repeat)
+        med = {k: float(np.median(v)) for k, v in runs.items()}
+        best = {k: float(np.min(v)) for k, v in runs.items()}
+        out.append(f"| {name} | {med['ours'] * 1e3:.1f} | {med['baseline'] * 1e3:.1f} "
+                   f"| {med['ours'] / med['baseline']:.3f} | {best['ours'] / best['baseline']:.3f} |")
+        print(out[-1], flush=True)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="smaller shapes (about 10x less work)")
     p.add_argument("--repeat", type=int, default=5, help="timed runs per method, median reported (>= 5)")
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results", help="results folder")
+    p.add_argument("--baseline", type=Path, help="another build's _core*.so, timed beside ours")
+    p.add_argument("--only", choices=["full", "rowwise", "topk"], nargs="*", help="only these tables")
+    p.add_argument("--builds-only", action="store_true",
+                   help="with --baseline: time only ours and the baseline build (a before/after table)")
     args = p.parse_args(argv)
     if args.repeat < 5:
         p.error("--repeat must be >= 5")
+    global BASELINE
+    if args.baseline is not None:
+        BASELINE = load_baseline(args.baseline)
     import torch
     from sklearn.metrics.pairwise import cosine_similarity as sk_cos
     from tqdm import tqdm
 
     torch.set_num_threads(os.cpu_count() or 1)
-    full = QUICK_FULL if args.quick else FULL
-    rowwise = QUICK_ROWWISE if args.quick else ROWWISE
-    topk = QUICK_TOPK if args.quick else TOPK
-    header = [f"python {platform.python_version()}, numpy {np.__version__}, torch {torch.__version__}, "
+    only = set(args.only or ["full", "rowwise", "topk"])
+    full = (QUICK_FULL if args.quick else FULL) if "full" in only else []
+    rowwise = (QUICK_ROWWISE if args.quick else ROWWISE) if "rowwise" in only else []
+    topk = (QUICK_TOPK if args.quick else TOPK) if "topk" in only else []
+    load = os.getloadavg()
+    header = [f"load average at start {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}"]
+    if BASELINE is not None:
+        header.append(f"baseline build: {args.baseline}")
+    header += [f"python {platform.python_version()}, numpy {np.__version__}, torch {torch.__version__}, "
               f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}"] + blas_report()
     for line in header:
         print(line)
     rng = np.random.default_rng(0)
+    if args.builds_only:
+        if BASELINE is None:
+            p.error("--builds-only needs --baseline")
+        table_lines = compare_builds(full, rowwise, topk, args.repeat, rng)
+        load = os.getloadavg()
+        text = "\n".join([f"- {line}" for line in header]
+                         + [f"- load average at the end {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}", ""]
+                         + table_lines)
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "builds.md").write_text(text + "\n")
+        print(f"\n{text}\nwritten: {args.out / 'builds.md'}")
+        return 0
     # First, before any BLAS call: spinning BLAS workers would take a core from the probe.
     fma, fma_line = fma_peak()
     print(fma_line)
@@ -340,6 +422,10 @@ def main(argv: list[str] | None = None) -> int:
         topk_rows = bench_topk(topk, args.repeat, rng, torch, progress)
 
     cmd = "make bench-quick" if args.quick else "make bench"
+    if argv is None and len(sys.argv) > 1 and sys.argv[1:] != ["--quick"]:
+        cmd += " BENCH_ARGS='" + " ".join(a for a in sys.argv[1:] if a != "--quick") + "'"
+    load = os.getloadavg()
+    header.append(f"load average at the end {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}")
     md = [f"Command: `{cmd}` (medians of {args.repeat} round-robin runs after a warm-up; "
           "(x) = their time / ours)", ""]
     md += [f"- {line}" for line in header + [peak_line, fma_line]] + ["", "Full matrix, float32:", ""]

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import os
+import warnings
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, settings
+
+import metric_bindings as mb
 
 # CI is slower and shared: fewer examples there, no deadline (timings are never asserted).
 settings.register_profile("ci", max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -27,4 +31,31 @@ def reference(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def tolerance(dtype: np.dtype) -> float:
-    return 2e-5 if np.dtype(dtype) == np.float32 else 1e-11
+    return 2e-5 if np.dtype(dtype) == np.float32 else 1e-12
+
+
+FALLBACK = (
+    "the packed GEMM is not available here (no AVX-512 in this CPU or build, or "
+    "METRIC_BINDINGS_DISABLE_PACKED set): strategy 'packed' ran its CBLAS fallback 'scale'"
+)
+
+
+class PackedFallbackWarning(UserWarning):
+    """A test of the packed GEMM ran the fallback instead (shown in the warnings summary)."""
+
+
+@pytest.fixture
+def packed_gemm() -> bool:
+    """For tests of the packed GEMM: True when it runs here; otherwise the test runs the fallback and says
+    so."""
+    if mb.packed_gemm_available():
+        return True
+    warnings.warn(FALLBACK, PackedFallbackWarning, stacklevel=2)
+    return False
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    ran = FALLBACK
+    if mb.packed_gemm_available():
+        ran = "tests with strategy 'packed' ran the packed GEMM (AVX-512)"
+    terminalreporter.write_line(f"metric_bindings: {ran}")

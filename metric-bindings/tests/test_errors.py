@@ -91,3 +91,30 @@ def test_import_leaves_the_environment_unchanged():
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == str(sorted(k for k in env if k.startswith("OPENBLAS")))
+
+
+@pytest.mark.parametrize(
+    "call,exc,message",
+    [
+        (lambda: mb.topk_cosine(A, np.ones((5, 4), np.float32), 6), ValueError,
+         "topk_cosine: k=6 is out of range: B has shape (5, 4), so k must be in [1, 5]"),
+        (lambda: mb.topk_cosine(A[:0], A, -1), ValueError,
+         "topk_cosine: k=-1 is out of range: k must be >= 1"),
+        (lambda: mb.cosine_similarity(A, A[:2], out=np.empty((2, 3), np.float32)), ValueError,
+         "cosine_similarity: out has shape (2, 3) but the result has shape (3, 2)"),
+        (lambda: mb.paired_cosine_similarity(A, A, out=np.empty(2, np.float32)), ValueError,
+         "paired_cosine_similarity: out has shape (2,) but the result has shape (3,)"),
+        (lambda: mb.cosine_similarity(A, np.ones((2, 5), np.float32)), ValueError,
+         "cosine_similarity: A has shape (3, 4) and B has shape (2, 5): the number of columns D must match "
+         "(4 != 5)"),
+        (lambda: mb.paired_cosine_similarity(A, A[:2]), ValueError,
+         "paired_cosine_similarity: A has shape (3, 4) and B has shape (2, 4): row-wise pairs need the same "
+         "number of rows N (3 != 2)"),
+    ],
+)
+def test_messages_are_whole_sentences(call, exc, message):
+    """Each check has one owner (the C++ core, or the Python layer for what only numpy knows); the user sees
+    one line naming the shapes."""
+    with pytest.raises(exc) as e:
+        call()
+    assert str(e.value) == message

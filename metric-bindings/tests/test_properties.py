@@ -203,7 +203,9 @@ def test_empty_inputs_give_empty_results(shape_a, shape_b):
 def test_blas_info_and_strategy_choice():
     assert "openblas" in mb.blas_info().lower() or "blas" in mb.blas_info().lower()
     assert mb.choose_strategy(1, 100000, 512) == "fused"
-    assert mb.choose_strategy(100000, 16, 768) == "fused"
+    # many rows against 8-64: the packed GEMM's few-columns kernel where it runs
+    assert mb.choose_strategy(100000, 16, 768) == ("packed" if mb.packed_gemm_available() else "fused")
+    assert mb.choose_strategy(100000, 4, 768) == "fused"
     # float64 never takes the float32-only packed GEMM
     assert mb.choose_strategy(4096, 4096, 512, np.float64) == "normalize"
     assert mb.choose_strategy(256, 100000, 512, np.float64) == "scale"
@@ -220,7 +222,9 @@ def test_packed_gemm_runs_where_the_cpu_has_avx512():
     """GCC builds carry the packed GEMM whatever -march says and use it where the CPU has AVX-512 (else Auto
     would silently lose its fast path)."""
     flags = set(open("/proc/cpuinfo").read().split()) if os.path.exists("/proc/cpuinfo") else set()
-    if {"avx512f", "avx512dq", "avx512bw", "avx512vl"} <= flags:
+    if {"avx512f", "avx512dq", "avx512bw", "avx512vl"} <= flags and not os.environ.get(
+        "METRIC_BINDINGS_DISABLE_PACKED"
+    ):
         assert mb.packed_gemm_available()
     if not mb.packed_gemm_available():
         assert mb.choose_strategy(256, 100000, 512) == "scale"
@@ -236,7 +240,7 @@ def test_packed_gemm_runs_where_the_cpu_has_avx512():
         (50, 700, 96, "F"),  # Fortran-ordered inputs are copied to rows first
     ],
 )
-def test_packed_gemm_matches_reference(n, m, d, layout):
+def test_packed_gemm_matches_reference(n, m, d, layout, packed_gemm):
     rng = np.random.default_rng(n * m + d)
     a = rng.standard_normal((n, d), dtype=np.float32)
     b = rng.standard_normal((m, d), dtype=np.float32)
@@ -287,7 +291,7 @@ def test_threaded_paths_match_reference(dt):
                                mb.paired_cosine_similarity(x, y), atol=tolerance(dt))
 
 
-def test_concurrent_callers_get_their_own_results():
+def test_concurrent_callers_get_their_own_results(packed_gemm):
     """The GIL is released while computing: callers in several Python threads share the packed GEMM's scratch
     pool and the strategies' per-thread buffers, and each must still get exactly its own result."""
     from concurrent.futures import ThreadPoolExecutor
@@ -310,7 +314,7 @@ def test_concurrent_callers_get_their_own_results():
 
 
 @pytest.mark.parametrize("budget", [mb.DEFAULT_TOPK_BUDGET, 16 << 20])
-def test_topk_on_the_packed_gemm_matches_the_full_matrix(budget):
+def test_topk_on_the_packed_gemm_matches_the_full_matrix(budget, packed_gemm):
     """float32 top-k large enough for the packed GEMM (>= 2^29 multiply-adds): each B tile's cosines come
     from it and the selection runs on several threads; 16 MiB forces many B tiles and several A tiles."""
     rng = np.random.default_rng(5)

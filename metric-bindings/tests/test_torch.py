@@ -38,6 +38,20 @@ def test_torch_strided_requires_grad_and_other_dtypes():
         mb.cosine_similarity(torch.ones(2, 3, dtype=torch.complex64), torch.ones(1, 3))
 
 
-def test_torch_input_shares_memory_with_numpy_view():
-    t = torch.randn(5, 4)
-    assert np.shares_memory(np.from_dlpack(t), t.numpy())
+@pytest.mark.parametrize("dt", [torch.float32, torch.float64])
+def test_torch_tensors_are_read_without_a_copy(dt):
+    """The library's own conversion hands the extension the tensor's memory (DLPack), in C order and as a
+    transposed view; the extension takes its arguments without conversion, so what it reads is that memory:
+    a change made to the tensor after conversion shows up in the result."""
+    from metric_bindings import _api, _core
+
+    g = torch.Generator().manual_seed(1)
+    for t in (torch.randn(6, 5, generator=g, dtype=dt), torch.randn(5, 6, generator=g, dtype=dt).T):
+        other = torch.randn(4, 5, generator=g, dtype=dt)
+        a, b, _ = _api._prepare(t, other, "cosine_similarity")
+        assert np.shares_memory(a, t.numpy()) and np.shares_memory(b, other.numpy())
+        before = _core.cosine_similarity(a, b, None, "auto")
+        t[0] = -t[0]  # through torch, after the conversion
+        after = _core.cosine_similarity(a, b, None, "auto")
+        np.testing.assert_allclose(after[0], -before[0], atol=tolerance(after.dtype))
+        np.testing.assert_allclose(after, mb.cosine_similarity(t, other), atol=tolerance(after.dtype))

@@ -2,11 +2,16 @@
 //
 // Full matrix: the work is one GEMM (2 N M D flops) plus the norms. Four strategies, picked by size and dtype
 // (Strategy::Auto, measured in bench/):
-//  * Fused: one side has few rows (one query against many items, many items against a few classes). BLAS is
-//    memory-bound and poorly blocked there and would need a second pass for the norms, so a hand-written
-//    kernel reads the large side once, computing each row's norm and its dots with the few small rows together.
-//  * PackedGemm (packed_gemm.cpp): large float32 work on a CPU with AVX-512: our own blocked GEMM with the
-//    norms of B summed while it is packed and the scaling applied as the output is stored; no BLAS.
+//  * Fused: one side has few rows (one query against many items). BLAS is memory-bound and poorly blocked there
+//    and would need a second pass for the norms, so a hand-written kernel reads the large side once, computing
+//    each row's norm and its dots with the few small rows together.
+//  * PackedGemm (packed_gemm.cpp), float32 on a CPU with AVX-512: for large work our own blocked GEMM with the
+//    norms of B summed while it is packed and the scaling applied as the output is stored; for many rows
+//    against 8-64 its few-columns kernel (B packed in cache, A streamed once). No BLAS.
+// Each strategy is one function (cosine_fused, cosine_packed, ...); strategy_fn is the table, choose_strategy
+// the one place with the thresholds, and top-k scores its tiles with the same functions (topk_scorer).
+// Rows whose magnitude the kernels cannot handle (norms outside SafeRange) raise a RangeFlag; run_rescuing then
+// redoes the work on rows rescaled by a power of two.
 //  * NormalizeFirst: A and B are small next to the output (square-ish shapes): copy them with unit rows and
 //    run one GEMM; no pass over the output at all.
 //  * ScaleOutput: the rest (e.g. 256 queries x 100k items): inverse norms, one GEMM on the raw inputs,
@@ -37,6 +42,7 @@ namespace {
 
 using detail::inverse_norm;
 using detail::parallel_for;
+using detail::RangeFlag;
 
 constexpr std::int64_t kBlasMax = std::numeric_limits<int>::max();  // 32-bit BLAS integers
 constexpr std::int64_t kFusedMaxRows = 8;  // Auto uses the fused kernel when one side has at most this many rows
@@ -44,42 +50,8 @@ constexpr std::int64_t kParallelGrain = std::int64_t{1} << 19;  // elements per 
 constexpr std::size_t kTileBytes = std::size_t{32} << 20;  // GEMM operand tile: only huge inputs are split
 constexpr double kPackedMinWork = double(std::int64_t{1} << 29);  // Auto: N M D from which PackedGemm wins
 constexpr double kPackedMaxA = double(std::int64_t{16} << 20);     // Auto: PackedGemm only if A has <= 16M values
+constexpr std::int64_t kFewColumnsMin = 8;  // Auto: B rows from which the few-columns kernel wins
 constexpr std::size_t kPackedScratchBytes = std::size_t{4} << 20;  // top-k: the packed GEMM's B panels (2 x 1 MiB)
-
-// ---------------------------------------------------------------- small helpers
-
-std::string shape(const char* name, std::int64_t r, std::int64_t c) {
-    std::ostringstream s;
-    s << name << " has shape (" << r << ", " << c << ")";
-    return s.str();
-}
-
-template <typename T>
-void check_view(const char* fn, const char* name, const MatrixView<T>& v) {
-    if (v.rows < 0 || v.cols < 0) {
-        throw std::invalid_argument(std::string(fn) + ": " + shape(name, v.rows, v.cols) +
-                                    ": dimensions must be >= 0");
-    }
-    if (v.rows > 0 && v.cols > 0 && v.data == nullptr) {
-        throw std::invalid_argument(std::string(fn) + ": " + name + " is a null pointer with a non-empty shape");
-    }
-    if (v.rows > kBlasMax || v.cols > kBlasMax) {
-        throw std::invalid_argument(std::string(fn) + ": " + shape(name, v.rows, v.cols) +
-                                    ": a dimension exceeds 2^31-1, the limit of a 32-bit BLAS");
-    }
-}
-
-template <typename T>
-void check_pair(const char* fn, const MatrixView<T>& a, const MatrixView<T>& b) {
-    check_view(fn, "A", a);
-    check_view(fn, "B", b);
-    if (a.cols != b.cols) {
-        std::ostringstream s;
-        s << fn << ": A has shape (" << a.rows << ", " << a.cols << ") and B has shape (" << b.rows << ", "
-          << b.cols << "): the number of columns D must match (" << a.cols << " != " << b.cols << ")";
-        throw std::invalid_argument(s.str());
-    }
-}
 
 // ---------------------------------------------------------------- BLAS operands
 
@@ -176,9 +148,11 @@ Operand<T> rows_operand(const MatrixView<T>& v, std::int64_t r0, std::int64_t r1
     return {pack_rows(v, r0, r1, buf), std::max<std::int64_t>(v.cols, 1), false};
 }
 
-/// inv[i] = 1 / |row i| for the first n rows of op (d columns), accumulated in double (no float overflow).
+/// inv[i] = 1 / |row i| for the first n rows of op (d columns), accumulated in double; rows outside the safe
+/// range raise flag (see inverse_norm).
 template <typename T>
-void inverse_norms(const Operand<T>& op, std::int64_t n, std::int64_t d, T* inv, bool threads = true) {
+void inverse_norms(const Operand<T>& op, std::int64_t n, std::int64_t d, T* inv, RangeFlag& flag,
+                   bool threads = true) {
     if (n <= 0) return;
     const std::int64_t grain =
         threads ? std::max<std::int64_t>(1, kParallelGrain / std::max<std::int64_t>(d, 1)) : n + 1;
@@ -189,7 +163,7 @@ void inverse_norms(const Operand<T>& op, std::int64_t n, std::int64_t d, T* inv,
                 double s = 0.0;
 #pragma omp simd reduction(+ : s)
                 for (std::int64_t j = 0; j < d; ++j) s += static_cast<double>(x[j]) * static_cast<double>(x[j]);
-                inv[i] = inverse_norm<T>(s);
+                inv[i] = inverse_norm<T>(s, x, d, 1, flag);
             }
         });
     } else {
@@ -201,7 +175,7 @@ void inverse_norms(const Operand<T>& op, std::int64_t n, std::int64_t d, T* inv,
 #pragma omp simd
                 for (std::int64_t i = 0; i < e - b; ++i) s[i] += static_cast<double>(x[i]) * static_cast<double>(x[i]);
             }
-            for (std::int64_t i = b; i < e; ++i) inv[i] = inverse_norm<T>(s[i - b]);
+            for (std::int64_t i = b; i < e; ++i) inv[i] = inverse_norm<T>(s[i - b], op.ptr + i, d, op.ld, flag);
         });
     }
 }
@@ -246,15 +220,16 @@ std::int64_t tile_rows(std::int64_t d, std::int64_t total, std::size_t bytes = k
     return std::clamp<std::int64_t>(r, 1, std::max<std::int64_t>(total, 1));
 }
 
-/// Writes a copy of v with unit rows (row-major, packed) into out.
+/// Writes a copy of v with unit rows (row-major, packed) into out; stops early if a row raises flag.
 template <typename T>
-void normalized_copy(const MatrixView<T>& v, Buffer<T>& out) {
+void normalized_copy(const MatrixView<T>& v, Buffer<T>& out, RangeFlag& flag) {
     const std::int64_t n = v.rows, d = v.cols;
     out.resize(static_cast<std::size_t>(std::max<std::int64_t>(n * d, 1)));
     std::vector<T> inv(static_cast<std::size_t>(n));
     Buffer<T> scratch;
     const Operand<T> op = rows_operand(v, 0, n, scratch);
-    inverse_norms(op, n, d, inv.data());
+    inverse_norms(op, n, d, inv.data(), flag);
+    if (flag.load(std::memory_order_relaxed)) return;
     parallel_for(n, std::max<std::int64_t>(1, kParallelGrain / std::max<std::int64_t>(d, 1)),
                  [&](std::int64_t b, std::int64_t e) {
                      for (std::int64_t i = b; i < e; ++i) {
@@ -295,7 +270,7 @@ struct NormalizeScratch {
 /// out(i, s) = out[i * os_big + s * os_small].
 template <typename T>
 void fused_small(const MatrixView<T>& big, const T* small, const T* inv_small, std::int64_t ns, std::int64_t d,
-                 T* out, std::int64_t os_big, std::int64_t os_small) {
+                 T* out, std::int64_t os_big, std::int64_t os_small, RangeFlag& flag) {
     const std::int64_t grain = std::max<std::int64_t>(2, kParallelGrain / std::max<std::int64_t>(d * ns, 1));
     parallel_for(big.rows, grain, [&](std::int64_t lo, std::int64_t hi) {
         std::int64_t i = lo;
@@ -311,7 +286,8 @@ void fused_small(const MatrixView<T>& big, const T* small, const T* inv_small, s
                 sx += x[k] * x[k];
                 sz += z[k] * z[k];
             }
-            const T ix = inverse_norm<T>(static_cast<double>(sx)), iz = inverse_norm<T>(static_cast<double>(sz));
+            const T ix = inverse_norm<T>(static_cast<double>(sx), x, d, 1, flag);
+            const T iz = inverse_norm<T>(static_cast<double>(sz), z, d, 1, flag);
             std::int64_t s = 0;
             for (; s + 4 <= ns; s += 4) {
                 const T *y0 = small + s * d, *y1 = y0 + d, *y2 = y1 + d, *y3 = y2 + d;
@@ -355,7 +331,7 @@ void fused_small(const MatrixView<T>& big, const T* small, const T* inv_small, s
             T ss = 0;
 #pragma omp simd reduction(+ : ss)
             for (std::int64_t k = 0; k < d; ++k) ss += x[k] * x[k];
-            const T ix = inverse_norm<T>(static_cast<double>(ss));
+            const T ix = inverse_norm<T>(static_cast<double>(ss), x, d, 1, flag);
             for (std::int64_t s = 0; s < ns; ++s) {
                 const T* y = small + s * d;
                 T a = 0;
@@ -369,13 +345,77 @@ void fused_small(const MatrixView<T>& big, const T* small, const T* inv_small, s
 
 // ---------------------------------------------------------------- paired
 
+/// The power of two e that brings a row's largest magnitude into [1, 2) (0 for a zero row); sets nonfinite if the
+/// row holds inf or NaN. Scaling by 2^e is exact, and cosines do not depend on scale.
 template <typename T>
-T finish_pair(T dot, T na, T nb) {
-    if (std::isnan(dot) || std::isnan(na) || std::isnan(nb)) return std::numeric_limits<T>::quiet_NaN();
-    if (std::isinf(na) || std::isinf(nb)) return std::numeric_limits<T>::quiet_NaN();
-    if (na == T(0) || nb == T(0)) return T(0);
-    return static_cast<T>(static_cast<double>(dot) /
-                          (std::sqrt(static_cast<double>(na)) * std::sqrt(static_cast<double>(nb))));
+int row_exponent(const T* x, std::int64_t d, std::int64_t stride, bool& nonfinite) {
+    double m = 0.0;
+    for (std::int64_t k = 0; k < d; ++k) {
+        const double v = std::fabs(static_cast<double>(x[k * stride]));
+        if (!std::isfinite(v)) {
+            nonfinite = true;
+            return 0;
+        }
+        m = std::max(m, v);
+    }
+    return m == 0.0 ? 0 : -std::ilogb(m);
+}
+
+/// cos(x, y) for the rare pairs the fast pass cannot finish (a zero row, inf/NaN, or a norm outside the safe
+/// range): each row rescaled by its own power of two, accumulated in double.
+template <typename T>
+[[gnu::cold, gnu::noinline]] T rescaled_pair(const T* x, std::int64_t xs, const T* y, std::int64_t ys,
+                                             std::int64_t d) {
+    bool nonfinite = false;
+    const int ex = row_exponent(x, d, xs, nonfinite), ey = row_exponent(y, d, ys, nonfinite);
+    if (nonfinite) return std::numeric_limits<T>::quiet_NaN();
+    double dot = 0.0, na = 0.0, nb = 0.0;
+    for (std::int64_t k = 0; k < d; ++k) {
+        const double u = std::ldexp(static_cast<double>(x[k * xs]), ex);
+        const double v = std::ldexp(static_cast<double>(y[k * ys]), ey);
+        dot += u * v;
+        na += u * u;
+        nb += v * v;
+    }
+    if (na == 0.0 || nb == 0.0) return T(0);
+    return static_cast<T>(dot / (std::sqrt(na) * std::sqrt(nb)));
+}
+
+/// cos(x, y) from the fast pass's sums (in T); x and y (d elements, strides xs and ys) are read again only in the
+/// rare cases (see rescaled_pair).
+template <typename T>
+T finish_pair(T dot, T na, T nb, const T* x, std::int64_t xs, const T* y, std::int64_t ys, std::int64_t d) {
+    if (detail::in_safe_range<T>(na) && detail::in_safe_range<T>(nb))
+        return static_cast<T>(static_cast<double>(dot) /
+                              (std::sqrt(static_cast<double>(na)) * std::sqrt(static_cast<double>(nb))));
+    return rescaled_pair(x, xs, y, ys, d);
+}
+
+/// v with every row whose norm is outside the safe range multiplied by 2^row_exponent (its largest magnitude
+/// then lies in [1, 2), so its norm in [1, 2 sqrt(D)]), as a packed row-major copy in buf. Other rows (also zero
+/// rows and rows holding inf or NaN) are copied unchanged. Only called after a kernel raised its RangeFlag.
+template <typename T>
+MatrixView<T> rescaled_rows(const MatrixView<T>& v, Buffer<T>& buf) {
+    const std::int64_t n = v.rows, d = v.cols;
+    buf.resize(static_cast<std::size_t>(std::max<std::int64_t>(n * d, 1)));
+    parallel_for(n, std::max<std::int64_t>(1, kParallelGrain / std::max<std::int64_t>(d, 1)),
+                 [&](std::int64_t lo, std::int64_t hi) {
+                     for (std::int64_t i = lo; i < hi; ++i) {
+                         const T* src = v.data + i * v.row_stride;
+                         T* dst = buf.data() + i * d;
+                         bool nonfinite = false;
+                         const int e = row_exponent(src, d, v.col_stride, nonfinite);
+                         double s = 0.0;  // sum of squares of the scaled row: every term <= 4
+                         for (std::int64_t k = 0; k < d; ++k) {
+                             const double u = std::ldexp(static_cast<double>(src[k * v.col_stride]), e);
+                             s += u * u;
+                         }
+                         const bool rescale = !nonfinite && s > 0.0 && !detail::in_safe_range<T>(std::ldexp(s, -2 * e));
+                         for (std::int64_t k = 0; k < d; ++k)
+                             dst[k] = rescale ? std::ldexp(src[k * v.col_stride], e) : src[k * v.col_stride];
+                     }
+                 });
+    return MatrixView<T>::row_major(buf.data(), n, d);
 }
 
 // ---------------------------------------------------------------- top-k
@@ -415,6 +455,158 @@ void sift_up(T* v, std::int64_t* idx, std::int64_t pos) {
     }
 }
 
+// ---------------------------------------------------------------- strategies
+
+/// One strategy: out (n x m, leading dimension ldo) = the cosines of the rows of a and b, arguments already
+/// checked, n, m >= 1. A row outside the safe range raises flag: the output is then not valid and
+/// run_rescuing redoes it on rescaled rows.
+template <typename T>
+using StrategyFn = void (*)(const MatrixView<T>&, const MatrixView<T>&, T*, std::int64_t, RangeFlag&);
+
+/// Fused: the side with fewer rows is "small": copied contiguous (a few KiB) with its inverse norms. The big side
+/// is read in place if its rows are contiguous, else one row-major copy is made first.
+template <typename T>
+void cosine_fused(const MatrixView<T>& a, const MatrixView<T>& b, T* out, std::int64_t ldo, RangeFlag& flag) {
+    const std::int64_t n = a.rows, m = b.rows, d = a.cols;
+    const bool a_small = n <= m;
+    const MatrixView<T>& sv = a_small ? a : b;
+    const MatrixView<T>& bv = a_small ? b : a;
+    std::vector<T> inv_small(static_cast<std::size_t>(sv.rows));
+    Buffer<T> small_buf, big_buf;
+    Operand<T> sop = rows_operand(sv, 0, sv.rows, small_buf);
+    if (sop.col_major || (sop.ld != d && sv.rows > 1))  // the kernel wants packed rows
+        sop = {pack_rows(sv, 0, sv.rows, small_buf), std::max<std::int64_t>(d, 1), false};
+    inverse_norms(sop, sv.rows, d, inv_small.data(), flag);
+    if (flag.load(std::memory_order_relaxed)) return;
+    MatrixView<T> big = bv;
+    if (!rows_contiguous(bv)) big = MatrixView<T>::row_major(pack_rows(bv, 0, bv.rows, big_buf), bv.rows, d);
+    if (a_small) {
+        fused_small(big, sop.ptr, inv_small.data(), n, d, out, 1, ldo, flag);  // big rows are output columns
+    } else {
+        fused_small(big, sop.ptr, inv_small.data(), m, d, out, ldo, 1, flag);
+    }
+}
+
+/// NormalizeFirst: A and B copied with unit rows into per-thread scratch, then one GEMM.
+template <typename T>
+void cosine_normalize(const MatrixView<T>& a, const MatrixView<T>& b, T* out, std::int64_t ldo, RangeFlag& flag) {
+    thread_local NormalizeScratch<T> scratch;
+    struct Trim {  // also on an exception
+        NormalizeScratch<T>& s;
+        ~Trim() { s.trim(); }
+    } trim{scratch};
+    normalized_copy(a, scratch.a, flag);
+    if (flag.load(std::memory_order_relaxed)) return;
+    normalized_copy(b, scratch.b, flag);
+    if (flag.load(std::memory_order_relaxed)) return;
+    const std::int64_t ld = std::max<std::int64_t>(a.cols, 1);
+    gemm_abt(Operand<T>{scratch.a.data(), ld, false}, Operand<T>{scratch.b.data(), ld, false}, a.rows, b.rows,
+             a.cols, out, ldo);
+}
+
+/// ScaleOutput. Three phases, so that our own threads never run between two BLAS calls (OpenBLAS workers
+/// spin-wait between calls; interleaving them with our threads collapses on a busy 2-core machine):
+///  1. inverse norms of A and B (our threads);  2. one GEMM (BLAS threads);  3. one pass scaling the output
+///  by inv_a[i] * inv_b[j] (our threads). No copy of B is ever made unless BLAS cannot read its layout (then
+///  one ~32 MiB tile at a time).
+template <typename T>
+void cosine_scale(const MatrixView<T>& a, const MatrixView<T>& b, T* out, std::int64_t ldo, RangeFlag& flag) {
+    const std::int64_t n = a.rows, m = b.rows, d = a.cols;
+    std::vector<T> inv_a(static_cast<std::size_t>(n)), inv_b(static_cast<std::size_t>(m));
+    Buffer<T> buf_a, buf_b;
+    // GEMM tiles only when a layout needs a copy (bounding the copy); otherwise one call, which was measured
+    // faster than tiles of 8 or 32 MiB, e.g. (256, 100000, 512): 612 ms vs 729 / 1221 ms (tile-local scaling).
+    Operand<T> probe;
+    const bool in_place = blas_layout(a, probe) && blas_layout(b, probe);
+    const std::int64_t nb = tile_rows<T>(d, n), mb = tile_rows<T>(d, m);
+    for (std::int64_t i0 = 0; i0 < n; i0 += nb)
+        inverse_norms(rows_operand(a, i0, std::min(n, i0 + nb), buf_a), std::min(n, i0 + nb) - i0, d,
+                      inv_a.data() + i0, flag);
+    for (std::int64_t j0 = 0; j0 < m; j0 += mb)
+        inverse_norms(rows_operand(b, j0, std::min(m, j0 + mb), buf_b), std::min(m, j0 + mb) - j0, d,
+                      inv_b.data() + j0, flag);
+    if (flag.load(std::memory_order_relaxed)) return;
+    const std::int64_t gn = in_place ? n : nb, gm = in_place ? m : mb;
+    for (std::int64_t i0 = 0; i0 < n; i0 += gn) {
+        const std::int64_t i1 = std::min(n, i0 + gn);
+        const Operand<T> opa = rows_operand(a, i0, i1, buf_a);
+        for (std::int64_t j0 = 0; j0 < m; j0 += gm) {
+            const std::int64_t j1 = std::min(m, j0 + gm);
+            gemm_abt(opa, rows_operand(b, j0, j1, buf_b), i1 - i0, j1 - j0, d, out + i0 * ldo + j0, ldo);
+        }
+    }
+    scale_tile(out, ldo, n, m, inv_a.data(), inv_b.data());
+}
+
+/// PackedGemm (packed_gemm.cpp), float32 only and only where it can run (resolve_strategy sees to it). Its packing
+/// reads rows with unit stride: other layouts get one row-major copy first.
+template <typename T>
+void cosine_packed(const MatrixView<T>& a, const MatrixView<T>& b, T* out, std::int64_t ldo, RangeFlag& flag) {
+    if constexpr (std::is_same_v<T, float>) {
+        const std::int64_t n = a.rows, m = b.rows, d = a.cols;
+        Buffer<T> buf_a, buf_b;
+        const MatrixView<T> ra = rows_contiguous(a) ? a : MatrixView<T>::row_major(pack_rows(a, 0, n, buf_a), n, d);
+        const MatrixView<T> rb = rows_contiguous(b) ? b : MatrixView<T>::row_major(pack_rows(b, 0, m, buf_b), m, d);
+        if (m < n && m <= detail::kFewColumnsMax) {  // many rows against a few: A streamed once, B in cache
+            detail::few_columns_cosine(ra.data, ra.row_stride, n, rb.data, rb.row_stride, m, d, out, ldo, flag);
+            return;
+        }
+        detail::packed_cosine(ra.data, ra.row_stride, n, rb.data, rb.row_stride, m, d, out, ldo, flag);
+    } else {
+        cosine_scale(a, b, out, ldo, flag);
+    }
+}
+
+/// The table: one function per strategy (Auto is resolved before).
+template <typename T>
+StrategyFn<T> strategy_fn(Strategy s) {
+    switch (s) {
+        case Strategy::Fused: return &cosine_fused<T>;
+        case Strategy::NormalizeFirst: return &cosine_normalize<T>;
+        case Strategy::PackedGemm: return &cosine_packed<T>;
+        default: return &cosine_scale<T>;
+    }
+}
+
+/// The strategy that runs: Auto as choose_strategy says (PackedGemm only for rows with unit stride, which its
+/// packing reads in place), and PackedGemm only where it can run (float32, AVX-512, D >= 1), else ScaleOutput.
+template <typename T>
+Strategy resolve_strategy(Strategy requested, const MatrixView<T>& a, const MatrixView<T>& b) {
+    constexpr bool single = std::is_same_v<T, float>;
+    const std::int64_t n = a.rows, m = b.rows, d = a.cols;
+    Strategy s = requested;
+    if (s == Strategy::Auto) {
+        s = choose_strategy(n, m, d, single);
+        if (s == Strategy::PackedGemm && !(rows_contiguous(a) && rows_contiguous(b))) s = choose_strategy(n, m, d, false);
+    }
+    if (s == Strategy::PackedGemm && !(single && detail::packed_gemm_available() && d > 0)) s = Strategy::ScaleOutput;
+    return s;
+}
+
+/// The strategy that scores top-k's tiles. Few queries: the fused kernel (no BLAS) reads each B tile once. Large
+/// float32 work on an AVX-512 CPU: the packed GEMM, if the budget holds its B panels. Otherwise a CBLAS GEMM.
+template <typename T>
+Strategy topk_scorer(const MatrixView<T>& a, const MatrixView<T>& b, std::size_t budget) {
+    const std::int64_t n = a.rows, m = b.rows, d = a.cols;
+    if (n <= kFusedMaxRows) return Strategy::Fused;
+    if (std::is_same_v<T, float> && d > 0 && rows_contiguous(a) && rows_contiguous(b) && packed_pays(n, m, d) &&
+        budget >= 4 * kPackedScratchBytes)
+        return Strategy::PackedGemm;
+    return Strategy::ScaleOutput;
+}
+
+/// Runs a strategy; if a row was outside the safe range (rare: norms beyond 2^+-40 in float32), runs it again on
+/// copies of a and b whose such rows are scaled by a power of two. The common case costs nothing extra.
+template <typename T>
+void run_rescuing(StrategyFn<T> fn, const MatrixView<T>& a, const MatrixView<T>& b, T* out, std::int64_t ldo) {
+    RangeFlag flag{false};
+    fn(a, b, out, ldo, flag);
+    if (!flag.load(std::memory_order_relaxed)) return;
+    Buffer<T> buf_a, buf_b;
+    RangeFlag again{false};  // every rescaled row is in range: never raised
+    fn(rescaled_rows(a, buf_a), rescaled_rows(b, buf_b), out, ldo, again);
+}
+
 }  // namespace
 
 // ================================================================ public API
@@ -422,6 +614,12 @@ void sift_up(T* v, std::int64_t* idx, std::int64_t pos) {
 Strategy choose_strategy(std::int64_t n, std::int64_t m, std::int64_t d, bool single_precision) {
     // Measured (bench/): the fused kernel wins when one side has <= 8 rows, and when B (the side whose rows
     // become output columns) has <= 32 rows, where OpenBLAS's skinny GEMM is slow.
+    // Many rows against 8-64 (float32, AVX-512): the packed GEMM's few-columns kernel streams A once, register-
+    // blocked, FMA-bound; measured 1.2x (8 rows) to 2.3x (64 rows) faster than the fused kernel. Below 8 rows
+    // both are memory-bound and the fused kernel wastes no vector lanes.
+    if (single_precision && detail::packed_gemm_available() && m >= kFewColumnsMin && m <= detail::kFewColumnsMax &&
+        n > m)
+        return Strategy::PackedGemm;
     if (std::min(n, m) <= kFusedMaxRows || m <= 4 * kFusedMaxRows) return Strategy::Fused;
     // Our packed GEMM (float32, AVX-512 builds) beat every CBLAS strategy from 2^29 multiply-adds up, by 5-40%,
     // except when A is the huge side (it packs all of A first; CBLAS blocks it better there).
@@ -435,114 +633,20 @@ Strategy choose_strategy(std::int64_t n, std::int64_t m, std::int64_t d, bool si
 
 template <typename T>
 void cosine_similarity(const MatrixView<T>& a, const MatrixView<T>& b, T* out, std::int64_t ldo, Strategy strategy) {
-    static constexpr const char* fn = "cosine_similarity";
-    check_pair(fn, a, b);
-    const std::int64_t n = a.rows, m = b.rows, d = a.cols;
+    check_matrix_args("cosine_similarity", a, b);
+    const std::int64_t n = a.rows, m = b.rows;
+    check_output("cosine_similarity", out, n, m, ldo, 1, n, m);
     if (n == 0 || m == 0) return;
-    if (out == nullptr || ldo < m || ldo > kBlasMax) {
-        std::ostringstream s;
-        s << fn << ": output must be a non-null (" << n << ", " << m << ") buffer with leading dimension >= " << m
-          << " (got " << ldo << ")";
-        throw std::invalid_argument(s.str());
-    }
-    if (strategy == Strategy::Auto) {
-        strategy = choose_strategy(n, m, d, std::is_same_v<T, float>);
-        // PackedGemm reads rows with unit stride; for other layouts CBLAS reads the inputs in place instead.
-        if (strategy == Strategy::PackedGemm && !(rows_contiguous(a) && rows_contiguous(b)))
-            strategy = choose_strategy(n, m, d, false);
-    }
-    if (strategy == Strategy::PackedGemm) {
-        if constexpr (std::is_same_v<T, float>) {
-            if (detail::packed_gemm_available() && d > 0) {
-                // The packing reads rows with unit stride: other layouts get one row-major copy first.
-                Buffer<T> buf_a, buf_b;
-                const MatrixView<T> ra = rows_contiguous(a) ? a : MatrixView<T>::row_major(pack_rows(a, 0, n, buf_a), n, d);
-                const MatrixView<T> rb = rows_contiguous(b) ? b : MatrixView<T>::row_major(pack_rows(b, 0, m, buf_b), m, d);
-                detail::packed_cosine(ra.data, ra.row_stride, n, rb.data, rb.row_stride, m, d, out, ldo);
-                return;
-            }
-        }
-        strategy = Strategy::ScaleOutput;  // double, or a build without AVX-512
-    }
-
-    if (strategy == Strategy::Fused) {
-        // The side with fewer rows is "small": copied contiguous (a few KiB) with its inverse norms. The big side
-        // is read in place if its rows are contiguous, else one row-major copy is made first.
-        const bool a_small = n <= m;
-        const MatrixView<T>& sv = a_small ? a : b;
-        const MatrixView<T>& bv = a_small ? b : a;
-        std::vector<T> inv_small(static_cast<std::size_t>(sv.rows));
-        Buffer<T> small_buf, big_buf;
-        Operand<T> sop = rows_operand(sv, 0, sv.rows, small_buf);
-        if (sop.col_major || (sop.ld != d && sv.rows > 1))  // the kernel wants packed rows
-            sop = {pack_rows(sv, 0, sv.rows, small_buf), std::max<std::int64_t>(d, 1), false};
-        inverse_norms(sop, sv.rows, d, inv_small.data());
-        MatrixView<T> big = bv;
-        if (!rows_contiguous(bv))
-            big = MatrixView<T>::row_major(pack_rows(bv, 0, bv.rows, big_buf), bv.rows, d);
-        if (a_small) {
-            fused_small(big, sop.ptr, inv_small.data(), n, d, out, 1, ldo);  // big rows are output columns
-        } else {
-            fused_small(big, sop.ptr, inv_small.data(), m, d, out, ldo, 1);
-        }
-        return;
-    }
-
-    if (strategy == Strategy::NormalizeFirst) {
-        thread_local NormalizeScratch<T> scratch;
-        struct Trim {  // also on an exception
-            NormalizeScratch<T>& s;
-            ~Trim() { s.trim(); }
-        } trim{scratch};
-        normalized_copy(a, scratch.a);
-        normalized_copy(b, scratch.b);
-        const std::int64_t ld = std::max<std::int64_t>(d, 1);
-        gemm_abt(Operand<T>{scratch.a.data(), ld, false}, Operand<T>{scratch.b.data(), ld, false}, n, m, d, out,
-                 ldo);
-        return;
-    }
-
-    // ScaleOutput. Three phases, so that our own threads never run between two BLAS calls (OpenBLAS workers
-    // spin-wait between calls; interleaving them with our threads collapses on a busy 2-core machine):
-    //  1. inverse norms of A and B (our threads);  2. one GEMM (BLAS threads);  3. one pass scaling the output
-    //  by inv_a[i] * inv_b[j] (our threads). No copy of B is ever made unless BLAS cannot read its layout (then
-    //  one ~32 MiB tile at a time).
-    std::vector<T> inv_a(static_cast<std::size_t>(n)), inv_b(static_cast<std::size_t>(m));
-    Buffer<T> buf_a, buf_b;
-    // GEMM tiles only when a layout needs a copy (bounding the copy); otherwise one call, which was measured
-    // faster than tiles of 8 or 32 MiB, e.g. (256, 100000, 512): 612 ms vs 729 / 1221 ms (tile-local scaling).
-    Operand<T> probe;
-    const bool in_place = blas_layout(a, probe) && blas_layout(b, probe);
-    const std::int64_t nb = tile_rows<T>(d, n), mb = tile_rows<T>(d, m);
-    for (std::int64_t i0 = 0; i0 < n; i0 += nb)
-        inverse_norms(rows_operand(a, i0, std::min(n, i0 + nb), buf_a), std::min(n, i0 + nb) - i0, d, inv_a.data() + i0);
-    for (std::int64_t j0 = 0; j0 < m; j0 += mb)
-        inverse_norms(rows_operand(b, j0, std::min(m, j0 + mb), buf_b), std::min(m, j0 + mb) - j0, d, inv_b.data() + j0);
-    const std::int64_t gn = in_place ? n : nb, gm = in_place ? m : mb;
-    for (std::int64_t i0 = 0; i0 < n; i0 += gn) {
-        const std::int64_t i1 = std::min(n, i0 + gn);
-        const Operand<T> opa = rows_operand(a, i0, i1, buf_a);
-        for (std::int64_t j0 = 0; j0 < m; j0 += gm) {
-            const std::int64_t j1 = std::min(m, j0 + gm);
-            gemm_abt(opa, rows_operand(b, j0, j1, buf_b), i1 - i0, j1 - j0, d, out + i0 * ldo + j0, ldo);
-        }
-    }
-    scale_tile(out, ldo, n, m, inv_a.data(), inv_b.data());
+    if (n == 1) ldo = m;  // a single row: its leading dimension is never used, but BLAS wants it >= M
+    run_rescuing(strategy_fn<T>(resolve_strategy(strategy, a, b)), a, b, out, ldo);
 }
 
 template <typename T>
 void paired_cosine_similarity(const MatrixView<T>& a, const MatrixView<T>& b, T* out, std::int64_t out_stride) {
-    static constexpr const char* fn = "paired_cosine_similarity";
-    check_pair(fn, a, b);
-    if (a.rows != b.rows) {
-        std::ostringstream s;
-        s << fn << ": A has shape (" << a.rows << ", " << a.cols << ") and B has shape (" << b.rows << ", " << b.cols
-          << "): row-wise pairs need the same number of rows N (" << a.rows << " != " << b.rows << ")";
-        throw std::invalid_argument(s.str());
-    }
+    check_paired_args(a, b);
     const std::int64_t n = a.rows, d = a.cols;
+    check_output("paired_cosine_similarity", out, n, out_stride, n);
     if (n == 0) return;
-    if (out == nullptr) throw std::invalid_argument(std::string(fn) + ": output is a null pointer");
     const std::int64_t grain = std::max<std::int64_t>(1, kParallelGrain / std::max<std::int64_t>(d, 1));
     if (a.col_stride == 1 && b.col_stride == 1) {  // rows contiguous: one fused, vectorised pass per row
         parallel_for(n, grain, [&](std::int64_t lo, std::int64_t hi) {
@@ -556,7 +660,7 @@ void paired_cosine_similarity(const MatrixView<T>& a, const MatrixView<T>& b, T*
                     na += x[j] * x[j];
                     nb += y[j] * y[j];
                 }
-                out[i * out_stride] = finish_pair(dot, na, nb);
+                out[i * out_stride] = finish_pair(dot, na, nb, x, 1, y, 1, d);
             }
         });
         return;
@@ -581,7 +685,11 @@ void paired_cosine_similarity(const MatrixView<T>& a, const MatrixView<T>& b, T*
                     nb[i] += yv * yv;
                 }
             }
-            for (std::int64_t i = 0; i < cnt; ++i) out[(r0 + i) * out_stride] = finish_pair(dot[i], na[i], nb[i]);
+            for (std::int64_t i = 0; i < cnt; ++i) {
+                const std::int64_t r = r0 + i;
+                out[r * out_stride] = finish_pair(dot[i], na[i], nb[i], a.data + r * a.row_stride, a.col_stride,
+                                                  b.data + r * b.row_stride, b.col_stride, d);
+            }
         }
     });
 }
@@ -589,30 +697,19 @@ void paired_cosine_similarity(const MatrixView<T>& a, const MatrixView<T>& b, T*
 template <typename T>
 void topk_cosine(const MatrixView<T>& a, const MatrixView<T>& b, std::int64_t k, T* values, std::int64_t* indices,
                  std::size_t memory_budget) {
-    static constexpr const char* fn = "topk_cosine";
-    check_pair(fn, a, b);
+    check_topk_args(a, b, k);
     const std::int64_t n = a.rows, m = b.rows, d = a.cols;
     if (n == 0 || m == 0) return;
-    if (k < 1 || k > m) {
-        std::ostringstream s;
-        s << fn << ": k=" << k << " is out of range: B has shape (" << m << ", " << d << "), so k must be in [1, "
-          << m << "]";
-        throw std::invalid_argument(s.str());
-    }
-    if (values == nullptr || indices == nullptr) throw std::invalid_argument(std::string(fn) + ": null output");
+    check_output("topk_cosine", values, n, k, k, 1, n, k);
+    check_output("topk_cosine", indices, n, k, k, 1, n, k);
 
-    // Few queries: no BLAS, the fused kernel reads each B tile once and all the work runs on our threads.
-    // Large float32 work on an AVX-512 CPU: the packed GEMM gives each tile's final cosines, no BLAS either, so
-    // the selection runs on our threads too. Otherwise a CBLAS GEMM per tile, and then our own work stays on
+    const std::size_t budget = std::max<std::size_t>(memory_budget, std::size_t{1} << 16);
+    const Strategy scorer = topk_scorer(a, b, budget);
+    const bool packed = scorer == Strategy::PackedGemm;
+    // Our own scorers leave the cores free for a threaded selection; after a CBLAS GEMM the selection stays on
     // this thread, because OpenBLAS workers spin between calls and sharing the cores with them collapses
     // throughput on a busy machine.
-    const bool fused = n <= kFusedMaxRows;
-    const std::size_t budget = std::max<std::size_t>(memory_budget, std::size_t{1} << 16);
-    bool packed = false;
-    if constexpr (std::is_same_v<T, float>) {
-        packed = !fused && d > 0 && rows_contiguous(a) && rows_contiguous(b) && packed_pays(n, m, d) &&
-                 budget >= 4 * kPackedScratchBytes;
-    }
+    const bool threaded_selection = scorer != Strategy::ScaleOutput;
 
     Operand<T> probe;
     const bool copy_a = packed || !blas_layout(a, probe), copy_b = !packed && !blas_layout(b, probe);
@@ -625,48 +722,22 @@ void topk_cosine(const MatrixView<T>& a, const MatrixView<T>& b, std::int64_t k,
     const std::size_t per_row = static_cast<std::size_t>(mb) * sz + (copy_a ? dd * sz : 0) + sz;
     const std::size_t rest = usable > used_b ? usable - used_b : per_row;
     const std::int64_t nb = std::clamp<std::int64_t>(static_cast<std::int64_t>(rest / per_row), 1, n);
-    std::vector<T> inv_a(static_cast<std::size_t>(fused ? n : nb)), inv_b(static_cast<std::size_t>(mb));
-    Buffer<T> scores, buf_a, buf_b, small;
+    Buffer<T> scores;
     scores.resize(static_cast<std::size_t>(nb * mb));
-    if (fused) {  // A packed row-major with its inverse norms, once
-        pack_rows(a, 0, n, small);
-        inverse_norms(Operand<T>{small.data(), std::max<std::int64_t>(d, 1), false}, n, d, inv_a.data());
-    }
+    const StrategyFn<T> score = strategy_fn<T>(scorer);
     std::int64_t filled = 0;  // every row has seen the same candidates, so one fill count serves them all
     for (std::int64_t j0 = 0; j0 < m; j0 += mb) {
         const std::int64_t j1 = std::min(m, j0 + mb), cols = j1 - j0;
-        Operand<T> opb;
-        if (fused) {
-            MatrixView<T> blk{b.data + j0 * b.row_stride, cols, d, b.row_stride, b.col_stride};
-            if (!rows_contiguous(b))
-                blk = MatrixView<T>::row_major(pack_rows(b, j0, j1, buf_b), cols, d);
-            fused_small(blk, small.data(), inv_a.data(), n, d, scores.data(), 1, cols);
-        } else if (!packed) {
-            opb = rows_operand(b, j0, j1, buf_b);
-            inverse_norms(opb, cols, d, inv_b.data(), false);
-        }
+        const MatrixView<T> b_tile{b.data + j0 * b.row_stride, cols, d, b.row_stride, b.col_stride};
         for (std::int64_t i0 = 0; i0 < n; i0 += nb) {
             const std::int64_t i1 = std::min(n, i0 + nb), rows = i1 - i0;
-            if (packed) {
-                if constexpr (std::is_same_v<T, float>)
-                    detail::packed_cosine(a.data + i0 * a.row_stride, a.row_stride, rows, b.data + j0 * b.row_stride,
-                                          b.row_stride, cols, d, scores.data(), cols);
-            } else if (!fused) {
-                const Operand<T> opa = rows_operand(a, i0, i1, buf_a);
-                inverse_norms(opa, rows, d, inv_a.data(), false);
-                gemm_abt(opa, opb, rows, cols, d, scores.data(), cols);
-            }
-            const std::int64_t grain = fused || packed ? 1 : rows + 1;
-            parallel_for(rows, grain, [&](std::int64_t lo, std::int64_t hi) {
+            const MatrixView<T> a_tile{a.data + i0 * a.row_stride, rows, d, a.row_stride, a.col_stride};
+            run_rescuing(score, a_tile, b_tile, scores.data(), cols);
+            parallel_for(rows, threaded_selection ? 1 : rows + 1, [&](std::int64_t lo, std::int64_t hi) {
                 for (std::int64_t r = lo; r < hi; ++r) {
                     T* hv = values + (i0 + r) * k;
                     std::int64_t* hi_ = indices + (i0 + r) * k;
-                    T* srow = scores.data() + r * cols;
-                    if (!fused && !packed) {
-                        const T sa = inv_a[r];
-#pragma omp simd
-                        for (std::int64_t j = 0; j < cols; ++j) srow[j] = srow[j] * sa * inv_b[j];
-                    }
+                    const T* srow = scores.data() + r * cols;
                     std::int64_t size = filled;
                     for (std::int64_t j = 0; j < cols; ++j) {
                         const T v = srow[j];
@@ -703,9 +774,10 @@ void topk_cosine(const MatrixView<T>& a, const MatrixView<T>& b, std::int64_t k,
 
 template <typename T>
 void gemm_nt(const MatrixView<T>& a, const MatrixView<T>& b, T* c, std::int64_t ldc) {
-    check_pair("gemm_nt", a, b);
+    check_matrix_args("gemm_nt", a, b);
+    check_output("gemm_nt", c, a.rows, b.rows, ldc, 1, a.rows, b.rows);
     if (a.rows == 0 || b.rows == 0) return;
-    if (c == nullptr || ldc < b.rows) throw std::invalid_argument("gemm_nt: bad output buffer");
+    if (a.rows == 1) ldc = b.rows;  // never used for a single row, but BLAS wants it >= M
     Buffer<T> ba, bb;
     gemm_abt(rows_operand(a, 0, a.rows, ba), rows_operand(b, 0, b.rows, bb), a.rows, b.rows, a.cols, c, ldc);
 }

@@ -8,11 +8,13 @@
 //  * Inputs are read through MatrixView (any element strides, even negative or 0). A view that BLAS can use
 //    directly (row-major or column-major with a leading dimension) is never copied; anything else is copied
 //    once into a contiguous buffer.
-//  * Invalid arguments throw std::invalid_argument with a message that names the shapes.
+//  * Invalid arguments throw ArgumentError (a std::invalid_argument) with a message that names the shapes; the
+//    checks (checks.cpp) are public, so that a binding can run them before it allocates results.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
+#include <stdexcept>
 #include <string>
 
 namespace metric_bindings {
@@ -32,15 +34,36 @@ struct MatrixView {
     static MatrixView col_major(const T* d, std::int64_t r, std::int64_t c) { return {d, r, c, 1, r}; }
 };
 
+/// An invalid argument (shape, k, output buffer). The message names the function, the shapes and the fix.
+class ArgumentError : public std::invalid_argument {
+   public:
+    using std::invalid_argument::invalid_argument;
+};
+
+/// The checks every function below runs first (checks.cpp). fn names the function in the message.
+template <typename T>
+void check_matrix_args(const char* fn, const MatrixView<T>& a, const MatrixView<T>& b);  ///< views, D matches
+template <typename T>
+void check_paired_args(const MatrixView<T>& a, const MatrixView<T>& b);  ///< and the same number of rows
+template <typename T>
+void check_topk_args(const MatrixView<T>& a, const MatrixView<T>& b, std::int64_t k);  ///< and 1 <= k <= M
+/// An output matrix: shape (want_rows, want_cols), unit stride along its rows, rows that do not overlap.
+void check_output(const char* fn, const void* data, std::int64_t rows, std::int64_t cols, std::int64_t row_stride,
+                  std::int64_t col_stride, std::int64_t want_rows, std::int64_t want_cols);
+/// An output vector: length want_len, a non-zero stride.
+void check_output(const char* fn, const void* data, std::int64_t len, std::int64_t stride, std::int64_t want_len);
+
 /// How cosine_similarity applies the norms (both give the same numbers up to rounding).
 enum class Strategy {
-    Auto,           ///< Fused if a side has <= 8 rows or B <= 32; else PackedGemm for large float32 work;
-                    ///< else NormalizeFirst if the copies are small next to the output; else ScaleOutput
+    Auto,           ///< float32 on AVX-512: PackedGemm for B of 8-64 rows against more rows of A; then Fused
+                    ///< if a side has <= 8 rows or B <= 32; else PackedGemm for large float32 work; else
+                    ///< NormalizeFirst if the copies are small next to the output; else ScaleOutput
     NormalizeFirst, ///< copy A and B with unit rows, then one GEMM (no pass over the output)
     ScaleOutput,    ///< norms, then GEMM on the raw inputs (tiled), then one pass scaling the output (no copy of B)
     Fused,          ///< no BLAS: one pass over the larger side, for shapes where the other side has few rows
     PackedGemm,     ///< no BLAS: our own blocked GEMM with the norms folded into its packing and the scaling
-                    ///< into its stores (float32 in AVX-512 builds; otherwise, and for double, ScaleOutput)
+                    ///< into its stores, or its few-columns kernel when B has <= 64 rows and A more (float32
+                    ///< on AVX-512 CPUs; otherwise, and for double, ScaleOutput)
 };
 
 /// Default bound on the extra memory topk_cosine allocates besides its outputs (64 MiB).

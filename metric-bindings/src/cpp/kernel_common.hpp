@@ -72,13 +72,54 @@ void parallel_for(std::int64_t n, std::int64_t grain, F&& f) {
     while (state->in_flight.load(std::memory_order_acquire) != 0) std::this_thread::yield();
 }
 
-/// 1 / sqrt(sum_sq) with the library's conventions: a zero row gives 0 (similarity 0, as scikit-learn does), an
-/// overflowed sum (inf) gives NaN rather than a fake 0, and NaN stays NaN.
+/// Squared row norms inside [kLo2, kHi2] are safe in every kernel: by Cauchy-Schwarz every dot product (and every
+/// partial sum of one) is at most |a| |b| <= kHi2, far below T's overflow, and the products lost to underflow
+/// (< D * T's smallest subnormal) are negligible next to |a| |b| >= kLo2. Rows outside it are rescaled by a power
+/// of two (exact) and the work is redone: see RangeFlag.
 template <typename T>
-T inverse_norm(double sum_sq) {
-    if (sum_sq == 0.0) return T(0);                                        // zero row -> similarity 0
-    if (std::isinf(sum_sq)) return std::numeric_limits<T>::quiet_NaN();  // overflow -> NaN, never a fake 0
-    return static_cast<T>(1.0 / std::sqrt(sum_sq));                      // NaN stays NaN
+struct SafeRange;
+template <>
+struct SafeRange<float> {
+    static constexpr double kLo2 = 0x1p-80, kHi2 = 0x1p80;
+};
+template <>
+struct SafeRange<double> {
+    static constexpr double kLo2 = 0x1p-800, kHi2 = 0x1p800;
+};
+
+/// True when a sum of squares (a squared row norm) lies in SafeRange<T>: the kernels' results are valid.
+template <typename T>
+inline bool in_safe_range(double sum_sq) {
+    return sum_sq >= SafeRange<T>::kLo2 && sum_sq <= SafeRange<T>::kHi2;
+}
+
+/// Raised by a kernel that met a finite, non-zero row whose norm is outside SafeRange: its results for that row
+/// are not valid and the caller redoes the work on rescaled rows. Written only in that rare case.
+using RangeFlag = std::atomic<bool>;
+
+/// The rare cases of inverse_norm: NaN for a row holding inf or NaN, 0 for a zero row, and otherwise a row whose
+/// magnitude the kernels cannot handle as it is: flagged (the 0 returned is never used).
+template <typename T>
+[[gnu::cold, gnu::noinline]] T edge_inverse_norm(double sum_sq, const T* row, std::int64_t d, std::int64_t stride,
+                                                  RangeFlag& out_of_range) {
+    if (std::isnan(sum_sq)) return std::numeric_limits<T>::quiet_NaN();
+    bool zero = true;
+    for (std::int64_t k = 0; k < d; ++k) {
+        const T x = row[k * stride];
+        if (!std::isfinite(x)) return std::numeric_limits<T>::quiet_NaN();
+        zero = zero && x == T(0);
+    }
+    if (zero) return T(0);  // zero row -> similarity 0 (scikit-learn's convention)
+    out_of_range.store(true, std::memory_order_relaxed);
+    return T(0);
+}
+
+/// 1 / |row| from the row's sum of squares as a kernel accumulated it (row: d elements `stride` apart, read only
+/// in the rare cases). Inside SafeRange: one division; otherwise see edge_inverse_norm.
+template <typename T>
+inline T inverse_norm(double sum_sq, const T* row, std::int64_t d, std::int64_t stride, RangeFlag& out_of_range) {
+    if (in_safe_range<T>(sum_sq)) return static_cast<T>(1.0 / std::sqrt(sum_sq));
+    return edge_inverse_norm(sum_sq, row, d, stride, out_of_range);
 }
 
 }  // namespace metric_bindings::detail

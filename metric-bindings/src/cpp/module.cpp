@@ -1,5 +1,6 @@
-// nanobind module metric_bindings._core: converts arrays, checks what only the binding can check (output
-// buffers, strategy names), releases the GIL and calls the C++ core. No numerics here.
+// nanobind module metric_bindings._core: converts arrays, runs the core's argument checks (checks.cpp) before it
+// allocates results, releases the GIL and calls the C++ core. The core's ArgumentError becomes a ValueError with
+// the same message. No numerics and no checks of its own here (only the strategy name, which only it parses).
 //
 // Inputs arrive as nb::ndarray views with their real strides (numpy arrays of any order, CPU torch tensors via
 // DLPack): nothing is copied here; the core copies only when BLAS cannot read the layout. The Python layer
@@ -79,12 +80,6 @@ nb::ndarray<nb::numpy, T, nb::ndim<Dim>> new_array(std::initializer_list<std::si
     return nb::ndarray<nb::numpy, T, nb::ndim<Dim>>(data, shape_, owner);
 }
 
-std::string shape_str(std::int64_t r, std::int64_t c) {
-    std::ostringstream s;
-    s << "(" << r << ", " << c << ")";
-    return s.str();
-}
-
 mb::Strategy parse_strategy(const std::string& s) {
     if (s == "auto") return mb::Strategy::Auto;
     if (s == "normalize") return mb::Strategy::NormalizeFirst;
@@ -106,24 +101,15 @@ const char* strategy_name(mb::Strategy s) {
 
 template <typename T>
 Np2<T> cosine(In<T> a, In<T> b, std::optional<Out2<T>> out, const std::string& strategy) {
+    static constexpr const char* fn = "cosine_similarity";
     const auto av = view(a), bv = view(b);
     const mb::Strategy st = parse_strategy(strategy);
-    if (av.cols != bv.cols) {  // let the core say it, with shapes, before an out check could hide it
-        nb::gil_scoped_release release;
-        mb::cosine_similarity(av, bv, static_cast<T*>(nullptr), 0, st);
-    }
+    mb::check_matrix_args(fn, av, bv);  // before any allocation
     const std::int64_t n = av.rows, m = bv.rows;
     if (out) {
-        const std::int64_t on = out->shape(0), om = out->shape(1);
-        if (on != n || om != m)
-            throw std::invalid_argument("cosine_similarity: out has shape " + shape_str(on, om) + " but the result has shape " +
-                                        shape_str(n, m) + " (A " + shape_str(n, av.cols) + ", B " + shape_str(m, bv.cols) + ")");
-        if (n > 0 && m > 0 && (m > 1 && out->stride(1) != 1))
-            throw std::invalid_argument("cosine_similarity: out must have unit stride along its last axis (C order rows)");
-        const std::int64_t ldo = n > 1 ? static_cast<std::int64_t>(out->stride(0)) : m;
-        if (n > 0 && m > 0 && ldo < m)
-            throw std::invalid_argument("cosine_similarity: out rows overlap (row stride " + std::to_string(ldo) + " < " +
-                                        std::to_string(m) + ")");
+        const std::int64_t ldo = static_cast<std::int64_t>(out->stride(0));
+        mb::check_output(fn, out->data(), static_cast<std::int64_t>(out->shape(0)),
+                         static_cast<std::int64_t>(out->shape(1)), ldo, static_cast<std::int64_t>(out->stride(1)), n, m);
         {
             nb::gil_scoped_release release;
             mb::cosine_similarity(av, bv, out->data(), ldo, st);
@@ -141,17 +127,11 @@ Np2<T> cosine(In<T> a, In<T> b, std::optional<Out2<T>> out, const std::string& s
 template <typename T>
 Np1<T> paired(In<T> a, In<T> b, std::optional<Out1<T>> out) {
     const auto av = view(a), bv = view(b);
+    mb::check_paired_args(av, bv);
     const std::int64_t n = av.rows;
-    if (av.cols != bv.cols || av.rows != bv.rows) {
-        nb::gil_scoped_release release;
-        mb::paired_cosine_similarity(av, bv, static_cast<T*>(nullptr));
-    }
     if (out) {
-        if (static_cast<std::int64_t>(out->shape(0)) != n)
-            throw std::invalid_argument("paired_cosine_similarity: out has shape (" + std::to_string(out->shape(0)) +
-                                        ",) but the result has shape (" + std::to_string(n) + ",)");
         const std::int64_t st = static_cast<std::int64_t>(out->stride(0));
-        if (n > 1 && st == 0) throw std::invalid_argument("paired_cosine_similarity: out has stride 0");
+        mb::check_output("paired_cosine_similarity", out->data(), static_cast<std::int64_t>(out->shape(0)), st, n);
         {
             nb::gil_scoped_release release;
             mb::paired_cosine_similarity(av, bv, out->data(), st);
@@ -169,12 +149,9 @@ Np1<T> paired(In<T> a, In<T> b, std::optional<Out1<T>> out) {
 template <typename T>
 std::pair<Np2<T>, Np2<std::int64_t>> topk(In<T> a, In<T> b, std::int64_t k, std::size_t memory_budget) {
     const auto av = view(a), bv = view(b);
+    mb::check_topk_args(av, bv, k);
     const std::int64_t n = av.rows, m = bv.rows;
-    if (k < 0 || (m > 0 && n > 0 && k > m) || av.cols != bv.cols || (k == 0 && n > 0 && m > 0)) {
-        nb::gil_scoped_release release;  // the core raises the message with the shapes
-        mb::topk_cosine(av, bv, k, static_cast<T*>(nullptr), static_cast<std::int64_t*>(nullptr), memory_budget);
-    }
-    const std::int64_t kk = (n == 0 || m == 0) ? std::min<std::int64_t>(k, m) : k;
+    const std::int64_t kk = (n == 0 || m == 0) ? std::min<std::int64_t>(k, m) : k;  // empty results
     auto vals = new_array<T, 2>({static_cast<std::size_t>(n), static_cast<std::size_t>(kk)});
     auto idx = new_array<std::int64_t, 2>({static_cast<std::size_t>(n), static_cast<std::size_t>(kk)});
     {
@@ -187,18 +164,15 @@ std::pair<Np2<T>, Np2<std::int64_t>> topk(In<T> a, In<T> b, std::int64_t k, std:
 template <typename T>
 Np2<T> gemm(In<T> a, In<T> b, std::optional<Out2<T>> out) {
     const auto av = view(a), bv = view(b);
+    mb::check_matrix_args("gemm_nt", av, bv);
     const std::int64_t n = av.rows, m = bv.rows;
-    if (av.cols != bv.cols) {
-        nb::gil_scoped_release release;
-        mb::gemm_nt(av, bv, static_cast<T*>(nullptr), 0);
-    }
     if (out) {
-        if (static_cast<std::int64_t>(out->shape(0)) != n || static_cast<std::int64_t>(out->shape(1)) != m ||
-            (m > 1 && out->stride(1) != 1) || (n > 1 && static_cast<std::int64_t>(out->stride(0)) < m))
-            throw std::invalid_argument("gemm_nt: out must be a C-ordered " + shape_str(n, m) + " array");
+        const std::int64_t ldc = static_cast<std::int64_t>(out->stride(0));
+        mb::check_output("gemm_nt", out->data(), static_cast<std::int64_t>(out->shape(0)),
+                         static_cast<std::int64_t>(out->shape(1)), ldc, static_cast<std::int64_t>(out->stride(1)), n, m);
         {
             nb::gil_scoped_release release;
-            mb::gemm_nt(av, bv, out->data(), n > 1 ? static_cast<std::int64_t>(out->stride(0)) : m);
+            mb::gemm_nt(av, bv, out->data(), ldc);
         }
         return Np2<T>(*out);  // same buffer, kept alive by the caller's array
     }
@@ -230,6 +204,13 @@ void register_dtype(nb::module_& m) {
 }  // namespace
 
 NB_MODULE(_core, m) {
+    nb::register_exception_translator([](const std::exception_ptr& p, void*) {
+        try {
+            std::rethrow_exception(p);
+        } catch (const mb::ArgumentError& e) {
+            PyErr_SetString(PyExc_ValueError, e.what());
+        }
+    });
     m.doc() = "C++/CBLAS cosine-similarity kernels (use the wrappers in metric_bindings, which convert dtypes).";
     register_dtype<float>(m);
     register_dtype<double>(m);

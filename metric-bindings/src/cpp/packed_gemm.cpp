@@ -22,6 +22,7 @@
 #include <memory>
 #include <mutex>
 #include <new>
+#include <string>
 #include <vector>
 
 #include "kernel_common.hpp"
@@ -289,10 +290,101 @@ struct AScratch {
     AlignedBuffer packed, inv;
 };
 
+/// Few columns: R rows of A (broadcast straight from their rows, no packing) against the V * 16 packed rows of
+/// B (k-major: for each k, V vectors of 16 B rows, padded with zeros). R * V accumulators stay in registers; each
+/// k loads V vectors and R scalars for R * V FMAs, so the kernel is bound by the FMAs, not by memory, and A is
+/// read once. The tile is scaled by inv_a[r] * inv_b and stored as m values per output row.
+template <int V, int R>
+void few_columns_tile(const float* const* rows, std::int64_t d, const float* __restrict bp, const float* inv_a,
+                      const float* inv_b, std::int64_t m, float* out, std::int64_t ldo) {
+    constexpr std::int64_t W = 16 * V;
+    __m512 acc[R][V];
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r)
+#pragma GCC unroll 4
+        for (int v = 0; v < V; ++v) acc[r][v] = _mm512_setzero_ps();
+    for (std::int64_t k = 0; k < d; ++k) {
+        __m512 bv[V];
+#pragma GCC unroll 4
+        for (int v = 0; v < V; ++v) bv[v] = _mm512_load_ps(bp + k * W + 16 * v);
+#pragma GCC unroll 16
+        for (int r = 0; r < R; ++r) {
+            const __m512 av = _mm512_set1_ps(rows[r][k]);
+#pragma GCC unroll 4
+            for (int v = 0; v < V; ++v) acc[r][v] = _mm512_fmadd_ps(av, bv[v], acc[r][v]);
+        }
+    }
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r) {
+        const __m512 ar = _mm512_set1_ps(inv_a[r]);
+#pragma GCC unroll 4
+        for (int v = 0; v < V; ++v) {
+            const std::int64_t left = m - 16 * v;
+            const __mmask16 mask = left >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << left) - 1u);
+            const __m512 scale = _mm512_mul_ps(ar, _mm512_load_ps(inv_b + 16 * v));
+            _mm512_mask_storeu_ps(out + r * ldo + 16 * v, mask, _mm512_mul_ps(acc[r][v], scale));
+        }
+    }
+}
+
+/// Rows [i0, i0 + count) of A (count <= R) through few_columns_tile: full tiles of R rows, then one row at a time.
+template <int V, int R>
+void few_columns_rows(const float* a, std::int64_t lda, std::int64_t i0, std::int64_t count, std::int64_t d,
+                      const float* bp, const float* inv_a, const float* inv_b, std::int64_t m, float* out,
+                      std::int64_t ldo) {
+    const float* rows[R];
+    for (std::int64_t r = 0; r < count; ++r) rows[r] = a + (i0 + r) * lda;
+    if (count == R) {
+        few_columns_tile<V, R>(rows, d, bp, inv_a, inv_b, m, out + i0 * ldo, ldo);
+        return;
+    }
+    for (std::int64_t r = 0; r < count; ++r)
+        few_columns_tile<V, 1>(rows + r, d, bp, inv_a + r, inv_b, m, out + (i0 + r) * ldo, ldo);
+}
+
+/// The whole call for V vectors of B rows (m <= 16 V): B packed once, A's rows in tiles of R on all threads.
+template <int V, int R>
+void few_columns(const float* a, std::int64_t lda, std::int64_t n, const float* b, std::int64_t ldb, std::int64_t m,
+                 std::int64_t d, float* out, std::int64_t ldo, RangeFlag& out_of_range) {
+    constexpr std::int64_t W = 16 * V;
+    AlignedBuffer packed, inv;
+    float* const bp = packed.get(static_cast<std::size_t>(d * W));
+    float* const inv_b = inv.get(W);
+    for (std::int64_t s = 0; s < W; ++s) {
+        double sum = 0.0;
+        for (std::int64_t k = 0; k < d; ++k) {
+            const float x = s < m ? b[s * ldb + k] : 0.0f;
+            bp[k * W + s] = x;
+            sum += static_cast<double>(x) * static_cast<double>(x);
+        }
+        inv_b[s] = s < m ? inverse_norm<float>(sum, b + s * ldb, d, 1, out_of_range) : 0.0f;
+    }
+    const std::int64_t tiles = (n + R - 1) / R;
+    parallel_for(tiles, std::max<std::int64_t>(1, (std::int64_t{1} << 16) / (R * d)), [&](std::int64_t t0, std::int64_t t1) {
+        for (std::int64_t t = t0; t < t1; ++t) {
+            const std::int64_t i0 = t * R, count = std::min<std::int64_t>(R, n - i0);
+            float inv_a[R];
+            for (std::int64_t r = 0; r < count; ++r) {  // norms first: this also brings the rows into cache
+                const float* x = a + (i0 + r) * lda;
+                __m512 sq = _mm512_setzero_ps();
+                std::int64_t k = 0;
+                for (; k + 16 <= d; k += 16) {
+                    const __m512 v = _mm512_loadu_ps(x + k);
+                    sq = _mm512_fmadd_ps(v, v, sq);
+                }
+                double sum = _mm512_reduce_add_ps(sq);
+                for (; k < d; ++k) sum += static_cast<double>(x[k]) * static_cast<double>(x[k]);
+                inv_a[r] = inverse_norm<float>(sum, x, d, 1, out_of_range);
+            }
+            few_columns_rows<V, R>(a, lda, i0, count, d, bp, inv_a, inv_b, m, out, ldo);
+        }
+    });
+}
+
 }  // namespace
 
 void packed_cosine(const float* a, std::int64_t lda, std::int64_t n, const float* b, std::int64_t ldb,
-                   std::int64_t m, std::int64_t d, float* out, std::int64_t ldo) {
+                   std::int64_t m, std::int64_t d, float* out, std::int64_t ldo, RangeFlag& out_of_range) {
     const DepthBlocks depth(d);
     const std::int64_t n_panels = (n + kMR - 1) / kMR;
 
@@ -305,14 +397,16 @@ void packed_cosine(const float* a, std::int64_t lda, std::int64_t n, const float
                      for (std::int64_t q = q0; q < q1; ++q) {
                          const std::int64_t i0 = q * kMR, rows = std::min(kMR, n - i0);
                          for (std::int64_t r = 0; r < kMR; ++r) {
-                             double s = 0.0;
-                             if (r < rows) {
-                                 const float* x = a + (i0 + r) * lda;
-#pragma omp simd reduction(+ : s)
-                                 for (std::int64_t k = 0; k < d; ++k)
-                                     s += static_cast<double>(x[k]) * static_cast<double>(x[k]);
+                             if (r >= rows) {  // padding rows of the last panel
+                                 inv_a[i0 + r] = 0.0f;
+                                 continue;
                              }
-                             inv_a[i0 + r] = inverse_norm<float>(s);
+                             const float* x = a + (i0 + r) * lda;
+                             double s = 0.0;
+#pragma omp simd reduction(+ : s)
+                             for (std::int64_t k = 0; k < d; ++k)
+                                 s += static_cast<double>(x[k]) * static_cast<double>(x[k]);
+                             inv_a[i0 + r] = inverse_norm<float>(s, x, d, 1, out_of_range);
                          }
                          for (std::int64_t p = 0; p < depth.npc; ++p) {
                              const std::int64_t kc = depth.size(p, d);
@@ -370,7 +464,10 @@ void packed_cosine(const float* a, std::int64_t lda, std::int64_t n, const float
                             pack_b_panel(b + (j0 + t * kNR) * ldb, ldb, cols, k0, kc, bpt, sums);
                             if (last)
                                 for (std::int64_t j = 0; j < kNR; ++j)
-                                    inv_b[t * kNR + j] = j < cols ? inverse_norm<float>(sums[j]) : 0.0f;
+                                    inv_b[t * kNR + j] =
+                                        j < cols ? inverse_norm<float>(sums[j], b + (j0 + t * kNR + j) * ldb, d, 1,
+                                                                       out_of_range)
+                                                 : 0.0f;
                             if (t + 1 < b_panels)
                                 next = RowPrefetcher(b + (j0 + (t + 1) * kNR) * ldb + k0, ldb,
                                                      std::min(kNR, cols_chunk - (t + 1) * kNR), kc, q1 - q0);
@@ -394,28 +491,55 @@ void packed_cosine(const float* a, std::int64_t lda, std::int64_t n, const float
     if (a_scratch.packed.bytes() > kKeepBytes) a_scratch = AScratch{};
 }
 
+void few_columns_cosine(const float* a, std::int64_t lda, std::int64_t n, const float* b, std::int64_t ldb,
+                        std::int64_t m, std::int64_t d, float* out, std::int64_t ldo, RangeFlag& out_of_range) {
+    if (m <= 16) return few_columns<1, 8>(a, lda, n, b, ldb, m, d, out, ldo, out_of_range);
+    if (m <= 32) return few_columns<2, 8>(a, lda, n, b, ldb, m, d, out, ldo, out_of_range);
+    if (m <= 48) return few_columns<3, 5>(a, lda, n, b, ldb, m, d, out, ldo, out_of_range);
+    few_columns<4, 4>(a, lda, n, b, ldb, m, d, out, ldo, out_of_range);
+}
+
 #if defined(MB_PACKED_RUNTIME_CHECK)
 #pragma GCC diagnostic pop
 #pragma GCC pop_options  // back to the build's own target: what follows runs on any CPU
 
-bool packed_gemm_available() {
-    static const bool cpu_has_it = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
-                                   __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
-    return cpu_has_it;
+namespace {
+bool cpu_runs_packed() {
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+           __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
 }
+}  // namespace
 #else
-bool packed_gemm_available() { return true; }  // compiled for AVX-512: the build already requires it
+namespace {
+bool cpu_runs_packed() { return true; }  // compiled for AVX-512: the build already requires it
+}  // namespace
 #endif
 
 #else  // no AVX-512 in this build: the CBLAS strategies do the work
 
-bool packed_gemm_available() { return false; }
+namespace {
+bool cpu_runs_packed() { return false; }
+}  // namespace
 
 void packed_cosine(const float*, std::int64_t, std::int64_t, const float*, std::int64_t, std::int64_t, std::int64_t,
-                   float*, std::int64_t) {
+                   float*, std::int64_t, RangeFlag&) {
+    std::abort();  // unreachable: callers check packed_gemm_available()
+}
+
+void few_columns_cosine(const float*, std::int64_t, std::int64_t, const float*, std::int64_t, std::int64_t,
+                        std::int64_t, float*, std::int64_t, RangeFlag&) {
     std::abort();  // unreachable: callers check packed_gemm_available()
 }
 
 #endif
+
+bool packed_gemm_available() {
+    // METRIC_BINDINGS_DISABLE_PACKED=1 runs the fallbacks on an AVX-512 CPU too (to test them, or to compare).
+    static const bool available = [] {
+        const char* off = std::getenv("METRIC_BINDINGS_DISABLE_PACKED");
+        return cpu_runs_packed() && !(off != nullptr && *off != '\0' && std::string(off) != "0");
+    }();
+    return available;
+}
 
 }  // namespace metric_bindings::detail

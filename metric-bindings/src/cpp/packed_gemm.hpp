@@ -1,6 +1,7 @@
 // Float32 cosine similarity on our own packed GEMM, on CPUs with AVX-512 (see packed_gemm.cpp for why).
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 
 namespace metric_bindings::detail {
@@ -12,8 +13,16 @@ bool packed_gemm_available();
 
 /// out(i, j) = cos(a_i, b_j) for a (n x d) and b (m x d), both with contiguous rows (leading dimensions lda and
 /// ldb >= d), into a row-major out (ldo >= m). Needs n, m, d >= 1. Extra memory: a packed copy of a (n x d) and
-/// a few MiB per thread, reused across calls.
+/// a few MiB per thread, reused across calls. A row whose norm is outside the safe range (kernel_common.hpp)
+/// raises out_of_range, and the output is then not valid.
 void packed_cosine(const float* a, std::int64_t lda, std::int64_t n, const float* b, std::int64_t ldb,
-                   std::int64_t m, std::int64_t d, float* out, std::int64_t ldo);
+                   std::int64_t m, std::int64_t d, float* out, std::int64_t ldo, std::atomic<bool>& out_of_range);
+
+/// The same for a b of at most kFewColumnsMax rows (many rows against a few, e.g. 100k items x 16 classes): B
+/// packed once (a few KiB), A's rows read once straight from memory in register-blocked tiles. Needs n, d >= 1,
+/// 1 <= m <= kFewColumnsMax.
+inline constexpr std::int64_t kFewColumnsMax = 64;
+void few_columns_cosine(const float* a, std::int64_t lda, std::int64_t n, const float* b, std::int64_t ldb,
+                        std::int64_t m, std::int64_t d, float* out, std::int64_t ldo, std::atomic<bool>& out_of_range);
 
 }  // namespace metric_bindings::detail

@@ -1,11 +1,11 @@
 """Python face of the C++ kernels: turns whatever the caller passes into float32/float64 arrays, checks what
-numpy knows best (dtype kinds, dimensions, aliasing of ``out``) and calls ``metric_bindings._core``.
+numpy knows best (dtype kinds, dimensions, the Python type of ``k``, ``out``'s dtype and aliasing) and calls
+``metric_bindings._core``.
 
 Why a Python layer at all: dtype promotion (int, float16, bool, torch tensors, lists) is numpy's job and
-are easy to get wrong in C++; by the time ``_core`` is called, arrays are float32/float64 views with their
-original strides (no copy), and everything else -- shapes, D mismatch, k range, the computation -- is checked
-and
-done in C++ with the GIL released.
+easy to get wrong in C++; by the time ``_core`` is called, arrays are float32/float64 views with their
+original strides (no copy), and everything else -- shapes, D mismatch, k range, ``out``'s shape and strides,
+the computation -- is checked and done in C++ (with the GIL released for the computation).
 """
 
 from __future__ import annotations
@@ -118,15 +118,15 @@ def _prepare(a: Any, b: Any, fn: str) -> tuple[np.ndarray, np.ndarray, np.dtype]
     return a_.astype(dt, copy=False), b_.astype(dt, copy=False), dt
 
 
-def _check_out(out: Any, dt: np.dtype, shape: tuple[int, ...], fn: str, *inputs: np.ndarray) -> np.ndarray:
+def _check_out(out: Any, dt: np.dtype, fn: str, *inputs: np.ndarray) -> np.ndarray:
+    """What only numpy knows about ``out``: its type, dtype, writeability and aliasing (the core checks its
+    shape and strides)."""
     if not isinstance(out, np.ndarray):
         raise TypeError(f"{fn}: out must be a numpy array, not {type(out).__name__}")
     if out.dtype != dt:
         raise TypeError(
             f"{fn}: out has dtype {out.dtype} but the result is {dt} (float64 if an input is float64)"
         )
-    if out.shape != shape:
-        raise ValueError(f"{fn}: out has shape {out.shape} but the result has shape {shape}")
     if not out.flags.writeable:
         raise ValueError(f"{fn}: out is read-only")
     for x in inputs:
@@ -151,7 +151,7 @@ def cosine_similarity(
     fn = "cosine_similarity"
     a_, b_, dt = _prepare(a, b, fn)
     if out is not None:
-        _check_out(out, dt, (a_.shape[0], b_.shape[0]), fn, a_, b_)
+        _check_out(out, dt, fn, a_, b_)
         _core.cosine_similarity(a_, b_, out, strategy)
         return out
     return _core.cosine_similarity(a_, b_, None, strategy)
@@ -162,7 +162,7 @@ def paired_cosine_similarity(a: Any, b: Any, *, out: np.ndarray | None = None) -
     fn = "paired_cosine_similarity"
     a_, b_, dt = _prepare(a, b, fn)
     if out is not None:
-        _check_out(out, dt, (a_.shape[0],), fn, a_, b_)
+        _check_out(out, dt, fn, a_, b_)
         _core.paired_cosine_similarity(a_, b_, out)
         return out
     return _core.paired_cosine_similarity(a_, b_, None)
@@ -182,16 +182,9 @@ def topk_cosine(
     a_, b_, _ = _prepare(a, b, fn)
     if isinstance(k, bool) or not isinstance(k, int | np.integer):
         raise TypeError(f"{fn}: k must be an int, not {type(k).__name__}")
-    k = int(k)
-    if a_.shape[0] and b_.shape[0] and not 1 <= k <= b_.shape[0]:
-        raise ValueError(
-            f"{fn}: k={k} is out of range: B has shape {b_.shape}, so k must be in [1, {b_.shape[0]}]"
-        )
-    if k < 0:
-        raise ValueError(f"{fn}: k={k} is out of range: k must be >= 1")
     if memory_budget <= 0:
         raise ValueError(f"{fn}: memory_budget must be > 0 bytes, got {memory_budget}")
-    values, indices = _core.topk_cosine(a_, b_, k, int(memory_budget))
+    values, indices = _core.topk_cosine(a_, b_, int(k), int(memory_budget))  # the core checks k's range
     return values, indices
 
 

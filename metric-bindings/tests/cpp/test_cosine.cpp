@@ -14,10 +14,18 @@
 #include <vector>
 
 #include "cosine.hpp"
+#include "packed_gemm.hpp"
 
 namespace mb = metric_bindings;
 
 namespace {
+
+/// Tests of the packed GEMM itself are skipped, with the reason, where it cannot run (the fallback would pass
+/// them without the packed GEMM having run).
+#define SKIP_WITHOUT_PACKED_GEMM()                                                                           \
+    if (!mb::detail::packed_gemm_available())                                                               \
+    GTEST_SKIP() << "packed GEMM not available (no AVX-512 in this CPU or build, or "                       \
+                    "METRIC_BINDINGS_DISABLE_PACKED set)"
 
 template <typename T>
 std::vector<T> random_matrix(std::int64_t r, std::int64_t c, unsigned seed) {
@@ -28,18 +36,87 @@ std::vector<T> random_matrix(std::int64_t r, std::int64_t c, unsigned seed) {
     return v;
 }
 
+/// The largest magnitude of row i of v brought into [1, 2) by a power of two (exact): the reference never
+/// overflows or underflows, whatever the row's scale.
 template <typename T>
-double ref_cos(const mb::MatrixView<T>& a, std::int64_t i, const mb::MatrixView<T>& b, std::int64_t j) {
+std::vector<double> rescaled_row(const mb::MatrixView<T>& v, std::int64_t i) {
+    std::vector<double> r(static_cast<std::size_t>(v.cols));
+    double m = 0;
+    for (std::int64_t k = 0; k < v.cols; ++k) {
+        r[k] = v.data[i * v.row_stride + k * v.col_stride];
+        m = std::max(m, std::fabs(r[k]));
+    }
+    if (m > 0 && std::isfinite(m))
+        for (auto& x : r) x = std::ldexp(x, -std::ilogb(m));
+    return r;
+}
+
+/// cos(x, y) in double for two rescaled rows; 0 for a zero row.
+inline double ref_cos_rows(const std::vector<double>& x, const std::vector<double>& y) {
     double dot = 0, na = 0, nb = 0;
-    for (std::int64_t k = 0; k < a.cols; ++k) {
-        const double x = a.data[i * a.row_stride + k * a.col_stride];
-        const double y = b.data[j * b.row_stride + k * b.col_stride];
-        dot += x * y;
-        na += x * x;
-        nb += y * y;
+    for (std::size_t k = 0; k < x.size(); ++k) {
+        dot += x[k] * y[k];
+        na += x[k] * x[k];
+        nb += y[k] * y[k];
     }
     if (na == 0 || nb == 0) return 0.0;
     return dot / (std::sqrt(na) * std::sqrt(nb));
+}
+
+/// cos(a_i, b_j) in double on rescaled rows.
+template <typename T>
+double ref_cos(const mb::MatrixView<T>& a, std::int64_t i, const mb::MatrixView<T>& b, std::int64_t j) {
+    return ref_cos_rows(rescaled_row(a, i), rescaled_row(b, j));
+}
+
+/// The whole reference matrix (n x m, row-major), each row rescaled once.
+template <typename T>
+std::vector<T> ref_matrix(const mb::MatrixView<T>& a, const mb::MatrixView<T>& b) {
+    auto unit_rows = [](const mb::MatrixView<T>& v) {  // rescaled, then divided by their norm (0 stays 0)
+        std::vector<std::vector<double>> rows;
+        for (std::int64_t i = 0; i < v.rows; ++i) {
+            auto r = rescaled_row(v, i);
+            double s = 0;
+            for (double x : r) s += x * x;
+            for (double& x : r) x = s > 0 ? x / std::sqrt(s) : 0.0;
+            rows.push_back(std::move(r));
+        }
+        return rows;
+    };
+    const auto x = unit_rows(a), y = unit_rows(b);
+    std::vector<T> full(static_cast<std::size_t>(a.rows * b.rows));
+    for (std::int64_t i = 0; i < a.rows; ++i)
+        for (std::int64_t j = 0; j < b.rows; ++j) {
+            double dot = 0;
+            for (std::int64_t k = 0; k < a.cols; ++k) dot += x[i][k] * y[j][k];
+            full[i * b.rows + j] = static_cast<T>(dot);
+        }
+    return full;
+}
+
+/// The same (r x c) matrix stored column-major.
+template <typename T>
+std::vector<T> column_major_copy(const std::vector<T>& v, std::int64_t r, std::int64_t c) {
+    std::vector<T> t(v.size());
+    for (std::int64_t i = 0; i < r; ++i)
+        for (std::int64_t k = 0; k < c; ++k) t[k * r + i] = v[i * c + k];
+    return t;
+}
+
+/// Uniform values in [-1, 1], row i scaled by 2^e_i with e_i drawn across T's whole exponent range (from rows
+/// whose values are mostly subnormal up to rows next to T's max), rows of every scale mixed in one matrix.
+template <typename T>
+std::vector<T> any_scale_matrix(std::int64_t r, std::int64_t c, unsigned seed) {
+    using L = std::numeric_limits<T>;
+    std::mt19937 gen(seed);
+    std::uniform_real_distribution<double> val(-1.0, 1.0);
+    std::uniform_int_distribution<int> ex(L::min_exponent - L::digits, L::max_exponent - 1);
+    std::vector<T> v(static_cast<std::size_t>(r * c));
+    for (std::int64_t i = 0; i < r; ++i) {
+        const int e = i % 4 == 0 ? L::max_exponent - 1 : i % 4 == 1 ? L::min_exponent - L::digits + 8 : ex(gen);
+        for (std::int64_t k = 0; k < c; ++k) v[i * c + k] = static_cast<T>(std::ldexp(val(gen), e));
+    }
+    return v;
 }
 
 template <typename T>
@@ -223,13 +300,16 @@ TEST(Core, ThreadedPathsAgreeWithReference) {
 }
 
 TEST(Core, PackedGemmEdgesDepthBlocksAndStreamingStores) {
+    SKIP_WITHOUT_PACKED_GEMM();
     // Panels are 8 rows of A x 32 rows of B, depth blocks 1024: cover partial panels, several depth blocks, an
     // output with a leading dimension (never written past m), and one large enough for streaming stores.
     struct Case {
         std::int64_t n, m, d, ldo;
     };
+    // Many rows against at most 64 (the few-columns kernel): 1 to 4 vectors of B rows, A tiles with a tail.
     for (Case c : {Case{1, 1, 1, 1}, Case{9, 33, 1025, 40}, Case{8, 64, 2100, 64}, Case{23, 47, 5, 47},
-                   Case{300, 16400, 20, 16400}}) {
+                   Case{300, 16400, 20, 16400}, Case{1003, 16, 77, 20}, Case{37, 33, 5, 33}, Case{1001, 47, 130, 50},
+                   Case{70, 64, 1, 64}, Case{9, 8, 3, 8}}) {
         auto av = random_matrix<float>(c.n, c.d, 21), bv = random_matrix<float>(c.m, c.d, 22);
         auto a = mb::MatrixView<float>::row_major(av.data(), c.n, c.d);
         auto b = mb::MatrixView<float>::row_major(bv.data(), c.m, c.d);
@@ -249,6 +329,7 @@ TEST(Core, PackedGemmEdgesDepthBlocksAndStreamingStores) {
 }
 
 TEST(Core, TopkOnThePackedGemmMatchesTheSortedMatrix) {
+    SKIP_WITHOUT_PACKED_GEMM();
     // float32, >= 2^29 multiply-adds: top-k takes each B tile's cosines from the packed GEMM (where the CPU has
     // AVX-512) and selects on several threads; compared with the CBLAS full matrix sorted.
     const std::int64_t n = 9, m = 60000, d = 1000, k = 4;
@@ -262,4 +343,51 @@ TEST(Core, TopkOnThePackedGemmMatchesTheSortedMatrix) {
         mb::topk_cosine(a, b, k, vals.data(), idx.data(), budget);
         expect_topk(full, n, m, k, vals, idx);
     }
+}
+
+TYPED_TEST(Typed, RowsOfAnyMagnitudeGiveTheRightCosines) {
+    // Rows scaled from T's subnormals to T's max, mixed: every strategy, the paired pass and every top-k scorer
+    // (fused: <= 8 queries; CBLAS or packed: more) agree with the double reference on rescaled rows.
+    using T = TypeParam;
+    for (auto [n, m, d] : {std::tuple{13, 40, 33}, {5, 70, 8}, {40, 9, 100}}) {
+        auto av = any_scale_matrix<T>(n, d, 41 + n), bv = any_scale_matrix<T>(m, d, 42 + m);
+        auto a = mb::MatrixView<T>::row_major(av.data(), n, d), b = mb::MatrixView<T>::row_major(bv.data(), m, d);
+        const auto at = column_major_copy(av, n, d), bt = column_major_copy(bv, m, d);
+        const auto af = mb::MatrixView<T>::col_major(at.data(), n, d), bf = mb::MatrixView<T>::col_major(bt.data(), m, d);
+        for (auto s : {mb::Strategy::Auto, mb::Strategy::NormalizeFirst, mb::Strategy::ScaleOutput, mb::Strategy::Fused,
+                       mb::Strategy::PackedGemm}) {
+            expect_matrix(a, b, s);
+            expect_matrix(af, bf, s);  // strided layouts: copied for the kernels that need rows
+        }
+        const std::int64_t rows = std::min(n, m);
+        std::vector<T> p(static_cast<std::size_t>(rows));
+        auto ap = mb::MatrixView<T>::row_major(av.data(), rows, d), bp = mb::MatrixView<T>::row_major(bv.data(), rows, d);
+        mb::paired_cosine_similarity(ap, bp, p.data());
+        for (std::int64_t i = 0; i < rows; ++i) ASSERT_NEAR(p[i], ref_cos(ap, i, bp, i), tol<T>()) << "paired " << i;
+        const auto apt = column_major_copy(std::vector<T>(av.begin(), av.begin() + rows * d), rows, d);
+        const auto apf = mb::MatrixView<T>::col_major(apt.data(), rows, d);  // the strided pass
+        mb::paired_cosine_similarity(apf, bp, p.data());
+        for (std::int64_t i = 0; i < rows; ++i) ASSERT_NEAR(p[i], ref_cos(apf, i, bp, i), tol<T>()) << "paired F " << i;
+        const std::vector<T> full = ref_matrix(a, b);
+        const std::int64_t k = std::min<std::int64_t>(m, 4);
+        for (std::size_t budget : {mb::kDefaultTopkBudget, std::size_t{1}}) {
+            std::vector<T> vals(static_cast<std::size_t>(n * k));
+            std::vector<std::int64_t> idx(static_cast<std::size_t>(n * k));
+            mb::topk_cosine(a, b, k, vals.data(), idx.data(), budget);
+            expect_topk(full, n, m, k, vals, idx);
+        }
+    }
+}
+
+TEST(Core, TopkOnThePackedGemmWithRowsOfAnyMagnitude) {
+    SKIP_WITHOUT_PACKED_GEMM();
+    // Large enough for the packed GEMM scorer (>= 2^29 multiply-adds, where the CPU has AVX-512).
+    const std::int64_t n = 16, m = 33000, d = 1024, k = 3;
+    auto av = any_scale_matrix<float>(n, d, 51), bv = any_scale_matrix<float>(m, d, 52);
+    auto a = mb::MatrixView<float>::row_major(av.data(), n, d), b = mb::MatrixView<float>::row_major(bv.data(), m, d);
+    const std::vector<float> full = ref_matrix(a, b);
+    std::vector<float> vals(static_cast<std::size_t>(n * k));
+    std::vector<std::int64_t> idx(static_cast<std::size_t>(n * k));
+    mb::topk_cosine(a, b, k, vals.data(), idx.data());
+    expect_topk(full, n, m, k, vals, idx);
 }
