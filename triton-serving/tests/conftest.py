@@ -3,8 +3,8 @@
 By default the tests run against a server they start themselves (free loopback ports, stopped at the end):
 whatever else answers on 8000/8001 (a compose container, ``make serve``) may serve older models, which Triton
 does not reload. ``TRITON_SERVING_TEST_URL=http://host:8000`` (gRPC: ``TRITON_SERVING_TEST_GRPC``, default
-host:8001) asks to test an existing server instead; it must then be Triton and serve this very build (the
-``build_hash`` of every generated config), or the run fails at once.
+the HTTP port + 1) asks to test an existing server instead; it must then be Triton and serve this very build
+(the ``build_hash`` of every generated config), or the run fails at once.
 """
 
 from __future__ import annotations
@@ -104,8 +104,8 @@ def requested_server(forms: list[str], repository: Path) -> ServerInfo | None:
         return None
     if "://" not in http:
         http = f"http://{http}"
-    host = http.split("://", 1)[1].rsplit(":", 1)[0]
-    grpc = os.environ.get("TRITON_SERVING_TEST_GRPC", f"{host}:{ns.DEFAULT_GRPC_PORT}")
+    host, port = http.split("://", 1)[1].rsplit(":", 1)
+    grpc = os.environ.get("TRITON_SERVING_TEST_GRPC", f"{host}:{int(port) + 1}")
     if not ns.is_triton(http):
         pytest.fail(f"TRITON_SERVING_TEST_URL={http} is not a ready Triton server", pytrace=False)
     stale = ns.build_mismatch(http, repository)
