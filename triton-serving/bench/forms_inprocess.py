@@ -13,24 +13,16 @@ import time
 
 import numpy as np
 
+from tritonserving.data import read_sentences, tokenizer
 from tritonserving.drift import runner_for
-from tritonserving.forms import _tokenizer, read_sentences
 
 FORMS = ("torch", "fp32", "openvino", "fp16", "int8", "int8_trt")
 
 
 def inputs(build_dir: str, batch: int, seq: int) -> tuple[np.ndarray, np.ndarray]:
     """Real corpus text cut/padded to exactly ``seq`` tokens, ``batch`` rows."""
-    tok = _tokenizer(build_dir)
     text = read_sentences("corpus")
-    enc = tok(
-        [" ".join(text[i:] + text[:i]) for i in range(batch)],
-        padding="max_length",
-        truncation=True,
-        max_length=seq,
-        return_tensors="np",
-    )
-    return enc["input_ids"].astype(np.int64), enc["attention_mask"].astype(np.int64)
+    return tokenizer(build_dir)([" ".join(text[i:] + text[:i]) for i in range(batch)], pad_to=seq)
 
 
 def main() -> None:

@@ -1,12 +1,15 @@
-"""Fixtures that start the REAL Triton server (native, from the nvidia-pytriton wheel) or reuse a compose one.
+"""Fixtures that start the REAL Triton server (native, from the nvidia-pytriton wheel).
 
-Order, as in every folder of the workspace: a server that ``docker compose up`` started on the compose ports
-(8000/8001) is reused, but only if ``/v2/health/ready`` answers AND ``/v2`` says it is Triton AND it serves
-the forms we test; otherwise the native server starts on free loopback ports and is stopped at the end.
+By default the tests run against a server they start themselves (free loopback ports, stopped at the end):
+whatever else answers on 8000/8001 (a compose container, ``make serve``) may serve older models, which Triton
+does not reload. ``TRITON_SERVING_TEST_URL=http://host:8000`` (gRPC: ``TRITON_SERVING_TEST_GRPC``, default
+the HTTP port + 1) asks to test an existing server instead; it must then be Triton and serve this very build
+(the ``build_hash`` of every generated config), or the run fails at once.
 """
 
 from __future__ import annotations
 
+import os
 import textwrap
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -78,7 +81,7 @@ def tiny_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerInfo
 # ---------------------------------------------------------------------------------- the real CPU repository
 def expected_cpu_forms() -> list[str]:
     """The four forms of the CPU repository (names from the export side's in-process mapping)."""
-    from tritonserving.forms import TRITON_MODEL
+    from tritonserving.runners import TRITON_MODEL
 
     return sorted(TRITON_MODEL)
 
@@ -94,22 +97,28 @@ def cpu_repository() -> Path:
     return repo
 
 
-def _compose_server(forms: list[str]) -> ServerInfo | None:
-    """The compose-started server on 8000/8001, if it really is Triton and serves every form we test."""
-    http = f"http://127.0.0.1:{ns.DEFAULT_HTTP_PORT}"
+def requested_server(forms: list[str], repository: Path) -> ServerInfo | None:
+    """The server ``TRITON_SERVING_TEST_URL`` names, checked to serve this build; None if unset."""
+    http = os.environ.get("TRITON_SERVING_TEST_URL", "").rstrip("/")
+    if not http:
+        return None
+    if "://" not in http:
+        http = f"http://{http}"
+    host, port = http.split("://", 1)[1].rsplit(":", 1)
+    grpc = os.environ.get("TRITON_SERVING_TEST_GRPC", f"{host}:{int(port) + 1}")
     if not ns.is_triton(http):
-        return None
-    ready = [f for f in forms if ns.http_get_json(f"{http}/v2/models/{f}/ready")[0] == 200]
-    if ready != forms:
-        return None
-    return ServerInfo(http, f"127.0.0.1:{ns.DEFAULT_GRPC_PORT}", forms)
+        pytest.fail(f"TRITON_SERVING_TEST_URL={http} is not a ready Triton server", pytrace=False)
+    stale = ns.build_mismatch(http, repository)
+    if stale:
+        pytest.fail(f"TRITON_SERVING_TEST_URL: {stale}; restart it on this build or unset it", pytrace=False)
+    return ServerInfo(http, grpc, forms)
 
 
 @pytest.fixture(scope="session")
 def triton(cpu_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerInfo]:
-    """The real Triton serving the CPU forms: reused from compose if there, else native on free ports."""
+    """The real Triton serving the CPU forms: native on free ports, or the one the environment names."""
     forms = expected_cpu_forms()
-    reused = _compose_server(forms)
+    reused = requested_server(forms, cpu_repository)
     if reused is not None:
         yield reused
         return

@@ -8,8 +8,9 @@ import json
 import numpy as np
 import pytest
 
-from tritonserving import compare as cm
+from tritonserving import compare_served as cm
 from tritonserving.client import ClientError
+from tritonserving.comparison import compare_embeddings
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -31,7 +32,7 @@ def known() -> dict:
     sentences = {"ref": ref, "same": ref.copy(), "tilted": tilted}
     qs = {"ref": queries, "same": queries, "tilted": -queries}
     cs = {name: corpus for name in sentences}
-    return {"cmp": cm.compare_embeddings(sentences, qs, cs, k=10), "eps": eps}
+    return {"cmp": compare_embeddings(sentences, qs, cs, k=10), "eps": eps}
 
 
 def test_known_norms_and_cosines(known) -> None:
@@ -85,9 +86,9 @@ def test_unserved_reference_is_reported(known) -> None:
 
 def test_compare_against_server_matches_inprocess(triton, tmp_path) -> None:
     """The client's served matrix equals the matrix of the same forms run in-process on the same ids."""
-    from tritonserving.client import Tokenizer, TritonForms, default_sentences
-    from tritonserving.forms import TRITON_MODEL, load_form
-    from tritonserving.native_server import BUILD
+    from tritonserving.client import Embedder
+    from tritonserving.data import BUILD, Tokenizer, read_sentences
+    from tritonserving.runners import TRITON_MODEL, load_form
 
     parser = argparse.ArgumentParser()
     cm.add_arguments(parser)
@@ -99,18 +100,17 @@ def test_compare_against_server_matches_inprocess(triton, tmp_path) -> None:
     assert served["forms"][0] == "minilm_onnx"
     assert all(d <= 1e-6 for d in served["protocol_max_abs_diff"].values())
 
-    tok, sets = Tokenizer(max_length=args.max_length), default_sentences()
-    emb: dict[str, dict[str, np.ndarray]] = {name: {} for name in sets}
-    with TritonForms(triton.http_url, triton.grpc_url) as client:
-        steps = {form: client.max_batch_size(form) for form in served["forms"]}
+    tok = Tokenizer(BUILD, max_length=args.max_length)
+    emb: dict[str, dict[str, np.ndarray]] = {name: {} for name in cm.SETS}
+    with Embedder(triton.http_url, model=served["forms"][0]) as embedder:
+        step = embedder.max_batch_size  # the chunks the client sent (padding is per chunk)
     for form in served["forms"]:
         runner = load_form(TRITON_MODEL[form], build_dir=BUILD)
-        step = steps[form]  # the chunks the client sent (dynamic int8 quantisation depends on the batch)
-        for name, sents in sets.items():
-            ids, mask = tok(sents)
-            emb[name][form] = np.concatenate([runner(ids[i : i + step], mask[i : i + step])
-                                              for i in range(0, len(ids), step)])  # fmt: skip
-    local = cm.compare_embeddings(emb["eval_sentences"], emb["queries"], emb["corpus"], k=10)
+        for name in cm.SETS:
+            sents = read_sentences(name)
+            emb[name][form] = np.concatenate([runner(*tok(sents[i : i + step]))
+                                              for i in range(0, len(sents), step)])  # fmt: skip
+    local = compare_embeddings(emb["eval_sentences"], emb["queries"], emb["corpus"], k=10)
     np.testing.assert_allclose(served["mean_cos"], local.mean_cos, atol=1e-5)
     np.testing.assert_allclose(served["mean_norm"], local.mean_norm, atol=1e-4)
     np.testing.assert_allclose(served["topk_overlap"], local.topk_overlap, atol=1e-9)

@@ -64,7 +64,8 @@ def test_onnx_equals_sentence_transformers(fp32_model: Path) -> None:
     """Max L2 norm of the difference <= 1e-5 per sentence, over the varied set and the held-apart set."""
     from sentence_transformers import SentenceTransformer
 
-    from tritonserving.forms import batches_of, embed, ort_runner, read_sentences
+    from tritonserving.data import batches_of, read_sentences
+    from tritonserving.runners import embed, ort_runner
 
     sentences = VARIED + read_sentences("eval_sentences")
     st = SentenceTransformer(str(packaged_model_dir()), device="cpu")
@@ -78,7 +79,7 @@ def test_onnx_equals_sentence_transformers(fp32_model: Path) -> None:
 
 
 def test_dynamic_batch_and_sequence_axes(fp32_model: Path) -> None:
-    from tritonserving.forms import ort_runner
+    from tritonserving.runners import ort_runner
 
     run = ort_runner(fp32_model)
     for batch, seq in ((1, 2), (3, 17), (5, 512)):
@@ -90,11 +91,12 @@ def test_dynamic_batch_and_sequence_axes(fp32_model: Path) -> None:
 
 def test_padding_does_not_change_the_embedding(fp32_model: Path) -> None:
     """A sentence alone and padded inside a batch embeds the same (pooling honours the mask)."""
-    from tritonserving.forms import ort_runner, tokenize_sentences
+    from tritonserving.data import tokenizer
+    from tritonserving.runners import ort_runner
 
     run = ort_runner(fp32_model)
-    alone = tokenize_sentences(["short one"], BUILD)
-    batch = tokenize_sentences(["short one", "a much longer sentence that forces padding"], BUILD)
+    alone = tokenizer(BUILD).batch(["short one"])
+    batch = tokenizer(BUILD).batch(["short one", "a much longer sentence that forces padding"])
     a = run(alone["input_ids"], alone["attention_mask"])[0]
     b = run(batch["input_ids"], batch["attention_mask"])[0]
     assert np.linalg.norm(a - b) <= 1e-5
@@ -135,7 +137,7 @@ def test_bad_model_gets_a_clear_one_line_error(tmp_path: Path) -> None:
 def test_cli_help_lists_the_subcommands() -> None:
     cli = Path(sys.executable).parent / "triton-serving"
     out = subprocess.run([str(cli), "--help"], capture_output=True, text=True, timeout=60).stdout
-    for sub in ("export", "forms", "plans", "repo", "drift"):
+    for sub in ("export", "precision", "plans", "repo", "drift", "serve", "compare", "perf"):
         assert sub in out
 
 
@@ -143,14 +145,15 @@ def test_export_another_model_directory(tmp_path: Path, fp32_model: Path) -> Non
     """``--model <dir>``: a copy elsewhere exports to the same embeddings; a non-ST model is refused."""
     import shutil
 
+    from tritonserving.data import tokenizer
     from tritonserving.export import export_onnx
-    from tritonserving.forms import ort_runner, tokenize_sentences
+    from tritonserving.runners import ort_runner
 
     copy = tmp_path / "my-model"
     shutil.copytree(packaged_model_dir(), copy)
     out = export_onnx(str(copy), tmp_path / "out")
     assert (tmp_path / "out" / "tokenizer.json").is_file()
-    batch = tokenize_sentences(VARIED[:6], BUILD)
+    batch = tokenizer(BUILD).batch(VARIED[:6])
     a = ort_runner(fp32_model)(batch["input_ids"], batch["attention_mask"])
     b = ort_runner(out)(batch["input_ids"], batch["attention_mask"])
     assert float(np.abs(a - b).max()) <= 1e-6

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
@@ -63,3 +64,36 @@ def test_serve_missing_repository_is_one_clear_line(tmp_path, capsys) -> None:
     assert main(["serve", "--repository", str(tmp_path / "nope")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and "make repo" in err and "\n" not in err
+
+
+def test_tests_use_their_own_server_unless_asked(triton, monkeypatch) -> None:
+    import os
+
+    if os.environ.get("TRITON_SERVING_TEST_URL"):
+        assert triton.native is None  # the named server, checked by the fixture
+    else:
+        assert triton.native is not None and triton.native.proc.poll() is None
+    assert ns.build_mismatch(triton.http_url, ns.CPU_REPOSITORY) is None
+
+
+def test_a_server_of_another_build_is_refused(tiny_server, cpu_repository, monkeypatch) -> None:
+    from conftest import expected_cpu_forms, requested_server
+
+    stale = ns.build_mismatch(tiny_server.http_url, cpu_repository)
+    assert stale is not None and "minilm_" in stale and "\n" not in stale
+    monkeypatch.setenv("TRITON_SERVING_TEST_URL", tiny_server.http_url)
+    with pytest.raises(pytest.fail.Exception, match="TRITON_SERVING_TEST_URL"):
+        requested_server(expected_cpu_forms(), cpu_repository)
+
+
+def test_a_server_whose_files_changed_is_refused(tiny_server, tmp_path) -> None:
+    """The tiny repository, with its config carrying a hash the served one does not: refused."""
+    from tritonserving.repository import BUILD_HASH_KEY
+
+    repo = tmp_path / "repo"
+    (repo / "tiny").mkdir(parents=True)
+    text = (tiny_server.native.repository / "tiny" / "config.pbtxt").read_text()
+    extra = f'parameters {{ key: "{BUILD_HASH_KEY}" value {{ string_value: "0123abcd" }} }}\n'
+    (repo / "tiny" / "config.pbtxt").write_text(text + extra)
+    stale = ns.build_mismatch(tiny_server.http_url, repo)
+    assert stale is not None and "0123abcd" in stale

@@ -14,7 +14,7 @@ from tritonserving.precision import cosine_to_fp32, trt_qdq_problems
 FOLDER = Path(__file__).resolve().parents[1]
 BUILD = FOLDER / "build"
 
-# issue 6 targets on the held-apart sentence set (assets/eval_sentences.txt, never used for calibration)
+# the targets on the held-apart sentence set (assets/eval_sentences.txt, never used for calibration)
 INT8_MEAN, INT8_MIN = 0.995, 0.98
 
 
@@ -46,7 +46,7 @@ def test_fp16_graph_computes_in_fp16_and_matches_fp32(forms) -> None:
     fp16_weights = [t for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT16]
     assert len(fp16_weights) > 30
     assert all(n.domain in ("", "ai.onnx") for n in model.graph.node), "standard ops only (for TensorRT)"
-    from tritonserving.forms import read_sentences
+    from tritonserving.data import read_sentences
 
     # ORT's CPU kernels are slow in fp16 (casts around most ops): a subset is enough for a 1e-4 bound
     mean, low = cosine_to_fp32(BUILD, forms["fp16"], read_sentences("eval_sentences")[:24])
@@ -77,7 +77,7 @@ def test_qdq_checker_catches_what_tensorrt_refuses(forms) -> None:
 
 def test_int8_also_holds_on_unseen_corpus_sentences(forms) -> None:
     """A second held-apart check: the retrieval corpus and queries played no part in choosing the recipe."""
-    from tritonserving.forms import read_sentences
+    from tritonserving.data import read_sentences
 
     other = read_sentences("corpus") + read_sentences("queries")
     for name in ("int8", "int8_trt"):
@@ -86,7 +86,8 @@ def test_int8_also_holds_on_unseen_corpus_sentences(forms) -> None:
 
 
 def test_openvino_ir_matches_fp32(forms) -> None:
-    from tritonserving.forms import batches_of, embed, load_form, read_sentences
+    from tritonserving.data import batches_of, read_sentences
+    from tritonserving.runners import embed, load_form
 
     batches = batches_of(read_sentences("eval_sentences")[:32], BUILD)
     ref = embed(load_form("fp32", BUILD), batches)
@@ -99,7 +100,7 @@ def test_smoothing_is_exact_in_fp32(forms) -> None:
     """The SmoothQuant-like rescaling alone must not change the fp32 result (it only moves scale around)."""
     import onnxruntime as ort
 
-    from tritonserving.forms import batches_of, read_sentences
+    from tritonserving.data import batches_of, read_sentences
     from tritonserving.precision import calibration_batches, smooth
 
     model = onnx.load(str(BUILD / "onnx" / "fp32" / "model.onnx"))

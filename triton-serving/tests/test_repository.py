@@ -10,8 +10,17 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from tritonserving import EMBED_DIM, INPUT_NAMES, OUTPUT_NAME
-from tritonserving.repository import CPU_MODELS, GPU_MODELS, MAX_BATCH_SIZE, generate, write_repository
+from tritonserving import EMBED_DIM, INPUT_NAMES, MAX_BATCH_SIZE, OUTPUT_NAME
+from tritonserving.data import vocab_size
+from tritonserving.repository import (
+    BUILD_HASH_KEY,
+    CHECKS,
+    CPU_MODELS,
+    GPU_MODELS,
+    files_hash,
+    generate,
+    write_repository,
+)
 
 FOLDER = Path(__file__).resolve().parents[1]
 BUILD = FOLDER / "build"
@@ -49,7 +58,7 @@ def parse(path: Path) -> mc.ModelConfig:
 def test_repositories_hold_exactly_the_contract_models(repos) -> None:
     assert sorted(p.name for p in repos["gpu"].iterdir() if p.is_dir()) == sorted(GPU_NAMES)
     assert sorted(p.name for p in repos["cpu"].iterdir() if p.is_dir()) == sorted(CPU_NAMES)
-    from tritonserving.forms import TRITON_MODEL
+    from tritonserving.runners import TRITON_MODEL
 
     assert sorted(TRITON_MODEL) == sorted(CPU_NAMES)  # the serving half's in-process mapping agrees
 
@@ -105,6 +114,26 @@ def test_cpu_repository_python_models(repos, name: str) -> None:
     version = repos["cpu"] / name / "1"
     assert (version / params["model_file"]).is_file()
     py_compile.compile(str(version / "model.py"), doraise=True)
+    # the request rules travel with the model, and the vocabulary size comes from the exported model
+    assert (version / "input_checks.py").read_bytes() == CHECKS.read_bytes()
+    assert params["vocab_size"] == str(vocab_size(BUILD)) == "30522"
+    assert params[BUILD_HASH_KEY] == files_hash(version)
+
+
+def test_build_hash_follows_every_served_file(tmp_path: Path) -> None:
+    version = tmp_path / "1"
+    version.mkdir()
+    (version / "model.py").write_text("a")
+    (version / "input_checks.py").write_text("b")
+    first = files_hash(version)
+    (version / "input_checks.py").write_text("c")
+    assert files_hash(version) != first
+    (version / "input_checks.py").write_text("b")
+    assert files_hash(version) == first
+    (version / "model.plan").write_text("a plan is built in place, it is not part of the build")
+    (version / "__pycache__").mkdir()
+    (version / "__pycache__" / "input_checks.cpython-311.pyc").write_bytes(b"written by the server")
+    assert files_hash(version) == first
 
 
 def test_cpu_models_serve_the_right_graph(repos) -> None:
@@ -132,7 +161,7 @@ def test_regenerating_keeps_built_plans_and_drops_stale_models(repos, tmp_path: 
 
 
 def test_missing_forms_get_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="make forms"):
+    with pytest.raises(FileNotFoundError, match="make precision"):
         write_repository(tmp_path, tmp_path / "repo", CPU_MODELS)
 
 

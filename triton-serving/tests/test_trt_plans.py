@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tritonserving import trt_plans
-from tritonserving.repository import MAX_BATCH_SIZE
+from tritonserving import MAX_BATCH_SIZE, trt_plans
 
 FOLDER = Path(__file__).resolve().parents[1]
 

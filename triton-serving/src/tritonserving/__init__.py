@@ -1,20 +1,27 @@
 """tritonserving: all-MiniLM-L6-v2 from PyPI to ONNX, fp16/int8 ONNX, TensorRT plans and Triton repositories.
 
-Two halves share this package:
+Modules, in the order the data flows:
 
-* export side (issue 6): ``model_source`` (find the model offline), ``export`` (ONNX fp32 with pooling and
-  L2 norm), ``precision`` (fp16, int8 CPU form, symmetric int8 Q/DQ form for TensorRT), ``trt_plans``
-  (trtexec commands), ``repository`` (GPU and CPU model repositories), ``forms`` (in-process runners),
-  ``drift`` (offline forms x forms report);
-* serving side (issue 7): native Triton server, perf_analyzer, the ``triton-compare`` client.
+* ``data``: the build folder, the shipped sentence sets, the one tokenizer;
+* ``model_source`` (find the model offline), ``export`` (ONNX fp32 with pooling and L2 norm), ``precision``
+  (fp16, int8 CPU form, symmetric int8 Q/DQ form for TensorRT, OpenVINO IR), ``trt_plans`` (trtexec
+  commands), ``repository`` (GPU and CPU model repositories), ``runners`` (every form run in process);
+* ``input_checks`` (the rules every request meets), ``client`` (``Embedder``: sentences in, embeddings out),
+  ``native_server`` (the real Triton from the PyPI wheel), ``perf`` (perf_analyzer);
+* ``comparison`` (forms x forms statistics, tables, heatmaps), used by ``drift`` (in process, offline) and
+  ``compare_served`` (``triton-compare``, through the server).
 
 Everything generated lands under ``build/`` (git-ignored).
 """
 
+from tritonserving.input_checks import INPUT_NAMES, MAX_SEQ_LEN
+
 __version__ = "0.1.0"
 
-#: The contract every form follows (see ../shared/DESIGN.md).
-INPUT_NAMES = ("input_ids", "attention_mask")
+#: The contract every form follows: inputs (INT64 [batch, seq]) and output (FP32 [batch, EMBED_DIM]).
 OUTPUT_NAME = "sentence_embedding"
 EMBED_DIM = 384
-MAX_SEQ_LEN = 512
+#: every model's max_batch_size, and the max batch of the TensorRT optimisation profile
+MAX_BATCH_SIZE = 32
+
+__all__ = ["EMBED_DIM", "INPUT_NAMES", "MAX_BATCH_SIZE", "MAX_SEQ_LEN", "OUTPUT_NAME"]

@@ -15,12 +15,12 @@ import sys
 #: name -> (module under tritonserving, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "export": ("export", "export the model to ONNX fp32 (pooled, L2-normalised sentence_embedding)"),
-    "forms": ("precision", "build the reduced-precision forms: fp16, int8, int8 Q/DQ (TensorRT), OpenVINO"),
+    "precision": ("precision", "build the reduced-precision forms: fp16, int8, int8 Q/DQ, OpenVINO IR"),
     "plans": ("trt_plans", "build TensorRT plans with trtexec (needs an NVIDIA GPU)"),
     "repo": ("repository", "generate the GPU and CPU Triton model repositories"),
     "drift": ("drift", "offline drift report: forms x forms embedding differences, cosine, top-10"),
     "serve": ("native_server", "run the real Triton (native, CPU) on the CPU repository in the foreground"),
-    "compare": ("compare", "compare the served forms: norms of embedding differences, cosine, top-10"),
+    "compare": ("compare_served", "compare the served forms: norms of embedding differences, cosine, top-10"),
     "perf": ("perf", "perf_analyzer on every served form + in-process ONNX Runtime: CSV, table, plot"),
 }
 

@@ -1,223 +1,196 @@
-"""A thin Triton client for the MiniLM forms: tokenise, list the loaded forms, infer over gRPC or HTTP.
+"""``Embedder``: sentences in, unit-length float32 embeddings out, from any MiniLM form Triton serves.
 
-Why a module of its own: ``triton-compare``, ``perf`` and the tests all need the same three things (token ids
-made as the model's own tokenizer makes them, the forms a server really has loaded, and an infer call
-that splits a batch to the model's ``max_batch_size`` and turns server errors into one readable line).
+::
 
-The tokenizer is loaded with the ``tokenizers`` library straight from ``build/onnx/fp32/tokenizer.json``
-(written by the export): importing ``transformers`` would cost seconds for nothing.
+    from tritonserving.client import Embedder
+    with Embedder("http://127.0.0.1:8000", model="minilm_onnx") as embedder:   # or grpc://127.0.0.1:8001
+        vectors = embedder.embed(["a sentence", "another one"])                 # float32 [2, 384]
+
+It tokenises on the client with the tokenizer the export saved (``build/onnx/fp32/tokenizer.json``), sends
+chunks of at most the model's ``max_batch_size`` rows, and checks every chunk with the rules the
+python-backend models apply (``input_checks``) before sending it: so the same bad input gets the same one-line
+error from every form, including the GPU repository's onnxruntime and tensorrt_plan models, which run no code
+of ours. Server errors come back as one line too (``ClientError``), never as a library traceback.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from tritonserving import EMBED_DIM, INPUT_NAMES, MAX_SEQ_LEN, OUTPUT_NAME
+from tritonserving import EMBED_DIM, INPUT_NAMES, OUTPUT_NAME
+from tritonserving.data import BUILD, DEFAULT_MAX_LENGTH, DataError, Tokenizer, vocab_size
+from tritonserving.input_checks import request_problem
 
-FOLDER = Path(__file__).resolve().parents[2]
-BUILD = Path(os.environ.get("TRITON_SERVING_BUILD", FOLDER / "build"))
-ASSETS = Path(__file__).resolve().parent / "assets"
-#: every served form's name starts with this (see ../shared/DESIGN.md)
+#: every served form's name starts with this
 FORM_PREFIX = "minilm_"
+PROTOCOLS = ("http", "grpc")
 
 
 class ClientError(RuntimeError):
     """A one-line, user-facing reason why a request or a set-up step failed."""
 
 
-def read_lines(path: Path) -> list[str]:
-    """Non-empty, non-comment lines of a text file (the shipped sentence sets)."""
-    lines = [ln.strip() for ln in Path(path).read_text(encoding="utf-8").splitlines()]
-    return [ln for ln in lines if ln and not ln.startswith("#")]
+def parse_url(url: str, protocol: str | None = None) -> tuple[str, str]:
+    """``(protocol, host:port)`` from ``http://h:p``, ``grpc://h:p`` or ``h:p`` (default: http)."""
+    scheme, sep, address = url.partition("://")
+    if not sep:
+        scheme, address = protocol or "http", url
+    elif protocol and protocol != scheme:
+        raise ClientError(f"url {url!r} says {scheme} but protocol={protocol!r}")
+    if scheme not in PROTOCOLS:
+        raise ClientError(f"url {url!r}: protocol must be one of {', '.join(PROTOCOLS)}")
+    address = address.rstrip("/")
+    if not address or ":" not in address:
+        raise ClientError(f"url {url!r}: expected host:port, e.g. 127.0.0.1:8000 (HTTP) or :8001 (gRPC)")
+    return scheme, address
 
 
-def tokenizer_path(build_dir: Path = BUILD) -> Path:
-    """``tokenizer.json`` saved next to the exported fp32 model."""
-    p = Path(build_dir) / "onnx" / "fp32" / "tokenizer.json"
-    if not p.exists():
-        raise ClientError(
-            f"{p} not found: run `make export` first (it saves the tokenizer next to the model)"
-        )
-    return p
-
-
-class Tokenizer:
-    """The model's WordPiece tokenizer: pads to the longest in a batch, truncates at ``max_length``."""
-
-    def __init__(self, path: Path | None = None, max_length: int = 128) -> None:
-        from tokenizers import Tokenizer as HFTokenizer
-
-        self.tok = HFTokenizer.from_file(str(path or tokenizer_path()))
-        self.tok.no_padding()
-        self.tok.no_truncation()
-        self.max_length = max_length
-        self.pad_id = self.tok.token_to_id("[PAD]") or 0
-        self.cls_id = self.tok.token_to_id("[CLS]")
-        self.sep_id = self.tok.token_to_id("[SEP]")
-
-    def __call__(self, sentences: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """``input_ids`` and ``attention_mask`` (INT64, [batch, longest]) for ``sentences``."""
-        if not sentences:
-            raise ClientError("no sentences to tokenise")
-        self.tok.enable_truncation(self.max_length)
-        self.tok.enable_padding(pad_id=self.pad_id, pad_token="[PAD]")
-        enc = self.tok.encode_batch(list(sentences))
-        ids = np.array([e.ids for e in enc], dtype=np.int64)
-        mask = np.array([e.attention_mask for e in enc], dtype=np.int64)
-        return ids, mask
-
-    def fixed_length(self, text: str, seq_len: int, count: int) -> np.ndarray:
-        """``count`` realistic id rows of exactly ``seq_len`` tokens: [CLS] window of real text [SEP].
-
-        Why: perf_analyzer needs fixed shapes per run, and synthetic random ids are not what a model sees.
-        Windows slide over the token stream of ``text`` (repeated if it is too short).
-        """
-        self.tok.no_padding()
-        self.tok.no_truncation()
-        stream = self.tok.encode(text, add_special_tokens=False).ids
-        body = seq_len - 2
-        if body < 1:
-            raise ClientError(f"sequence length {seq_len} too short (minimum 3)")
-        while len(stream) < body + count:
-            stream = stream + stream
-        step = max(1, (len(stream) - body) // max(1, count))
-        rows = [[self.cls_id, *stream[i * step : i * step + body], self.sep_id] for i in range(count)]
-        return np.array(rows, dtype=np.int64)
-
-
-def default_sentences() -> dict[str, list[str]]:
-    """The shipped sentence sets: held-apart evaluation sentences, retrieval queries and corpus."""
-    return {name: read_lines(ASSETS / f"{name}.txt") for name in ("eval_sentences", "queries", "corpus")}
-
-
-def save_figure(fig, title: str, png: Path) -> Path:
-    """Title, tight layout, write ``png`` (parents created), close: the common tail of every plot here."""
-    import matplotlib.pyplot as plt
-
-    fig.suptitle(title)
-    fig.tight_layout()
-    png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png, dpi=110)
-    plt.close(fig)
-    return png
-
-
-# ------------------------------------------------------------------------------------------------- Triton
-def _split_url(url: str) -> str:
-    """tritonclient wants host:port, people type http://host:port."""
-    return url.split("://", 1)[-1].rstrip("/")
-
-
-def _error_line(exc: BaseException) -> str:
-    """First line of a tritonclient exception, without the stack of the library."""
+def error_line(exc: BaseException) -> str:
+    """The message of a tritonclient exception on one line, without the library's stack."""
     msg = getattr(exc, "message", None)
     text = msg() if callable(msg) else str(exc)
     return " ".join(str(text).split())[:400]
 
 
-@dataclass
-class TritonForms:
-    """The MiniLM forms one Triton server serves, reachable over HTTP and gRPC."""
+def served_forms(http_address: str, timeout_s: float = 30.0) -> list[str]:
+    """READY models whose name says they are a MiniLM form, ``minilm_onnx`` (the reference) first."""
+    import tritonclient.http as httpclient
 
-    http_url: str = "127.0.0.1:8000"
-    grpc_url: str = "127.0.0.1:8001"
-    timeout_s: float = 120.0
+    address = parse_url(http_address, "http")[1]
+    client = httpclient.InferenceServerClient(url=address, connection_timeout=timeout_s)
+    try:
+        index = client.get_model_repository_index()
+    except Exception as e:  # noqa: BLE001 - any failure is reported as one line
+        raise ClientError(f"cannot list models at http://{address}: {error_line(e)}") from None
+    finally:
+        client.close()
+    names = [m["name"] for m in index if m.get("state") == "READY" and m["name"].startswith(FORM_PREFIX)]
+    return sorted(names, key=lambda n: (n != "minilm_onnx", n))
 
-    def __post_init__(self) -> None:
-        import tritonclient.grpc as grpcclient
-        import tritonclient.http as httpclient
 
-        self.http_url, self.grpc_url = _split_url(self.http_url), _split_url(self.grpc_url)
-        self.http = httpclient.InferenceServerClient(
-            url=self.http_url, connection_timeout=self.timeout_s, network_timeout=self.timeout_s
-        )
-        self.grpc = grpcclient.InferenceServerClient(url=self.grpc_url)
-        self._max_batch: dict[str, int] = {}
+class Embedder:
+    """One served form, over one protocol: ``embed(sentences)`` and ``embed_ids(ids, mask)``."""
 
+    def __init__(
+        self,
+        url: str,
+        model: str = "minilm_onnx",
+        protocol: str | None = None,
+        build_dir: str | os.PathLike = BUILD,
+        max_length: int = DEFAULT_MAX_LENGTH,
+        timeout_s: float = 120.0,
+    ) -> None:
+        self.protocol, self.address = parse_url(url, protocol)
+        self.model = model
+        self.timeout_s = timeout_s
+        try:
+            self.tokenizer = Tokenizer(Path(build_dir), max_length=max_length)
+            self.vocab_size = vocab_size(build_dir)
+        except DataError as e:
+            raise ClientError(str(e)) from None
+        if self.protocol == "grpc":
+            import tritonclient.grpc as module
+
+            self._client = module.InferenceServerClient(url=self.address)
+        else:
+            import tritonclient.http as module
+
+            self._client = module.InferenceServerClient(
+                url=self.address, connection_timeout=timeout_s, network_timeout=timeout_s
+            )
+        self._module = module
+        self._max_batch: int | None = None
+
+    # ------------------------------------------------------------------------------------------ lifecycle
     def close(self) -> None:
-        """Close both connections: a graceful stop waits (up to its exit timeout) for open HTTP ones."""
-        for c in (self.http, self.grpc):
-            try:
-                c.close()
-            except Exception:  # noqa: BLE001, S110 - closing is best effort
-                pass
+        """Close the connection: a graceful server stop waits for open HTTP connections."""
+        try:
+            self._client.close()
+        except Exception:  # noqa: BLE001, S110 - closing is best effort
+            pass
 
-    def __enter__(self) -> TritonForms:
+    def __enter__(self) -> Embedder:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
     def ready(self) -> bool:
-        """Server live and ready (all models loaded)."""
+        """The model is loaded and ready on the server."""
         try:
-            return bool(self.http.is_server_ready())
-        except Exception:  # noqa: BLE001 - any failure means "not ready", reported by the caller
+            return bool(self._client.is_model_ready(self.model))
+        except Exception:  # noqa: BLE001 - any failure means "not ready"
             return False
 
-    def forms(self) -> list[str]:
-        """Names of the READY models whose name says they are a MiniLM form, sorted with fp32 onnx first."""
-        try:
-            index = self.http.get_model_repository_index()
-        except Exception as e:  # noqa: BLE001
-            raise ClientError(f"cannot list models at http://{self.http_url}: {_error_line(e)}") from None
-        names = sorted(
-            m["name"] for m in index if m.get("state") == "READY" and m["name"].startswith(FORM_PREFIX)
-        )
-        return sorted(names, key=lambda n: (n != "minilm_onnx", n))
-
-    def max_batch_size(self, model: str) -> int:
-        """``max_batch_size`` from the model's config (cached); requests are split to fit it."""
-        if model not in self._max_batch:
+    @property
+    def max_batch_size(self) -> int:
+        """The model's ``max_batch_size`` (asked once): the most rows one request may carry."""
+        if self._max_batch is None:
             try:
-                cfg = self.http.get_model_config(model)
+                cfg = self._client.get_model_config(self.model)
             except Exception as e:  # noqa: BLE001
-                raise ClientError(f"model {model!r}: {_error_line(e)}") from None
-            self._max_batch[model] = int(cfg.get("max_batch_size", 0)) or 1_000_000
-        return self._max_batch[model]
+                raise ClientError(f"{self.model} ({self.protocol}): {error_line(e)}") from None
+            if self.protocol == "grpc":
+                value = cfg.config.max_batch_size
+            else:
+                value = cfg.get("max_batch_size", 0)
+            self._max_batch = int(value) or 1_000_000
+        return self._max_batch
 
-    def infer_once(self, model: str, ids: np.ndarray, mask: np.ndarray, protocol: str = "grpc") -> np.ndarray:
-        """One request, exactly as given (no splitting, no checks: tests send malformed ones on purpose)."""
-        import tritonclient.grpc as grpcclient
-        import tritonclient.http as httpclient
-
-        mod, client = (grpcclient, self.grpc) if protocol == "grpc" else (httpclient, self.http)
+    # --------------------------------------------------------------------------------------------- infer
+    def infer(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """One request exactly as given: no checks, no splitting (tests send malformed ones on purpose)."""
+        datatype = {np.dtype(np.int64): "INT64", np.dtype(np.int32): "INT32", np.dtype(np.float32): "FP32"}
         inputs = []
         for name, arr in zip(INPUT_NAMES, (ids, mask), strict=True):
-            dtype = {np.dtype(np.int64): "INT64", np.dtype(np.int32): "INT32", np.dtype(np.float32): "FP32"}
-            inp = mod.InferInput(name, list(arr.shape), dtype.get(arr.dtype, "INT64"))
+            inp = self._module.InferInput(name, list(arr.shape), datatype.get(arr.dtype, "INT64"))
             inp.set_data_from_numpy(arr)
             inputs.append(inp)
-        outputs = [mod.InferRequestedOutput(OUTPUT_NAME)]
+        outputs = [self._module.InferRequestedOutput(OUTPUT_NAME)]
+        extra = {"client_timeout": self.timeout_s} if self.protocol == "grpc" else {}
         try:
-            if protocol == "grpc":
-                result = client.infer(model, inputs, outputs=outputs, client_timeout=self.timeout_s)
-            else:
-                result = client.infer(model, inputs, outputs=outputs)
+            result = self._client.infer(self.model, inputs, outputs=outputs, **extra)
         except Exception as e:  # noqa: BLE001
-            raise ClientError(f"{model} ({protocol}): {_error_line(e)}") from None
+            raise ClientError(f"{self.model} ({self.protocol}): {error_line(e)}") from None
         return result.as_numpy(OUTPUT_NAME)
 
-    def embed(self, model: str, ids: np.ndarray, mask: np.ndarray, protocol: str = "grpc") -> np.ndarray:
-        """Embeddings for a whole batch, split into requests of at most the model's ``max_batch_size``."""
-        if ids.ndim != 2 or ids.shape != mask.shape:
-            raise ClientError(
-                f"input_ids {ids.shape} and attention_mask {mask.shape} must be equal 2-D shapes"
-            )
-        if ids.shape[1] > MAX_SEQ_LEN:
-            raise ClientError(
-                f"sequence length {ids.shape[1]} > {MAX_SEQ_LEN}, the model's maximum; truncate"
-            )
-        step = self.max_batch_size(model)
-        parts = [
-            self.infer_once(model, ids[i : i + step], mask[i : i + step], protocol)
-            for i in range(0, len(ids), step)
-        ]
-        out = np.concatenate(parts, axis=0)
-        if out.shape != (len(ids), EMBED_DIM):
-            raise ClientError(f"{model} returned shape {out.shape}, expected ({len(ids)}, {EMBED_DIM})")
-        return out
+    def check(self, ids: np.ndarray, mask: np.ndarray) -> None:
+        """Raise ``ClientError`` with the server's one-line rule if the request would be rejected."""
+        problem = request_problem(np.asarray(ids), np.asarray(mask), self.vocab_size)
+        if problem:
+            raise ClientError(f"{self.model}: {problem}")
+
+    def _embed_chunk(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        self.check(ids, mask)
+        out = self.infer(ids, mask)
+        if out is None or out.shape != (len(ids), EMBED_DIM):
+            shape = None if out is None else out.shape
+            raise ClientError(f"{self.model} returned shape {shape}, expected ({len(ids)}, {EMBED_DIM})")
+        out = out.astype(np.float32, copy=False)
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        return out / np.where(norms == 0, 1.0, norms)
+
+    def embed_ids(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """Embeddings of pre-tokenised rows, sent in chunks of at most ``max_batch_size`` rows, in order."""
+        ids, mask = np.asarray(ids), np.asarray(mask)
+        self.check(ids, mask)
+        step = self.max_batch_size
+        return np.concatenate([self._embed_chunk(ids[i : i + step], mask[i : i + step])
+                               for i in range(0, len(ids), step)])  # fmt: skip
+
+    def embed(self, sentences: list[str]) -> np.ndarray:
+        """Unit-length float32 embeddings ``[len(sentences), 384]``, one row per sentence, in order."""
+        if isinstance(sentences, str):
+            raise ClientError("embed() takes a list of sentences, got one string: wrap it in a list")
+        sentences = list(sentences)
+        if not sentences:
+            raise ClientError("no sentences to embed")
+        bad = next((i for i, s in enumerate(sentences) if not isinstance(s, str)), None)
+        if bad is not None:
+            raise ClientError(f"sentence {bad} is a {type(sentences[bad]).__name__}, not a string")
+        step = self.max_batch_size
+        return np.concatenate([self._embed_chunk(*self.tokenizer(sentences[i : i + step]))
+                               for i in range(0, len(sentences), step)])  # fmt: skip

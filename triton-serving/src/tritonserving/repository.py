@@ -1,8 +1,8 @@
 """Triton model repositories: ``build/repository-gpu`` (compose, GPU) and ``build/repository-cpu`` (native).
 
 Every config is built as Triton's own ``ModelConfig`` protobuf (``tritonclient.grpc.model_config_pb2``) and
-written with ``text_format``, so a field Triton does not know cannot slip in. All models share the contract of
-``../shared/DESIGN.md``: inputs ``input_ids``/``attention_mask`` INT64 ``[-1, -1]``, output
+written with ``text_format``, so a field Triton does not know cannot slip in. All models share one contract:
+inputs ``input_ids``/``attention_mask`` INT64 ``[-1, -1]``, output
 ``sentence_embedding`` FP32 ``[-1, 384]`` (``max_batch_size`` > 0, so ``dims`` exclude the batch axis).
 
 GPU repository:
@@ -24,15 +24,20 @@ TensorRT plans.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from tritonserving import EMBED_DIM, INPUT_NAMES, OUTPUT_NAME
+from tritonserving import EMBED_DIM, INPUT_NAMES, MAX_BATCH_SIZE, OUTPUT_NAME, trt_plans
+from tritonserving.data import BUILD, vocab_size
 
-MAX_BATCH_SIZE = 32  # also the max batch of the TensorRT optimisation profile (trt_plans.SHAPES)
+#: config parameter naming the exact files a model serves: a running server can be checked against a build
+BUILD_HASH_KEY = "build_hash"
 TEMPLATE = Path(__file__).parent / "templates" / "python_model.py"
+#: the request rules, copied next to every python-backend model.py (it imports them from its own folder)
+CHECKS = Path(__file__).parent / "input_checks.py"
 
 
 @dataclass(frozen=True)
@@ -96,7 +101,7 @@ CPU_MODELS = (
 )
 
 
-def model_config(spec: ModelSpec, max_batch_size: int = MAX_BATCH_SIZE):
+def model_config(spec: ModelSpec, max_batch_size: int = MAX_BATCH_SIZE, build_hash: str = ""):
     """The ``ModelConfig`` protobuf of one model."""
     from tritonclient.grpc import model_config_pb2 as mc
 
@@ -118,14 +123,41 @@ def model_config(spec: ModelSpec, max_batch_size: int = MAX_BATCH_SIZE):
         cfg.optimization.execution_accelerators.cpu_execution_accelerator.add(name=spec.cpu_accelerator)
     for key, value in spec.parameters:
         cfg.parameters[key].string_value = value
+    if build_hash:
+        cfg.parameters[BUILD_HASH_KEY].string_value = build_hash
     return cfg
 
 
-def config_text(spec: ModelSpec, max_batch_size: int = MAX_BATCH_SIZE) -> str:
+def config_text(spec: ModelSpec, max_batch_size: int = MAX_BATCH_SIZE, build_hash: str = "") -> str:
     """``config.pbtxt`` text of one model."""
     from google.protobuf import text_format
 
-    return text_format.MessageToString(model_config(spec, max_batch_size))
+    return text_format.MessageToString(model_config(spec, max_batch_size, build_hash))
+
+
+def read_parameters(config_path: Path) -> dict[str, str]:
+    """The string ``parameters`` of a written ``config.pbtxt``."""
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    cfg = text_format.Parse(Path(config_path).read_text(), mc.ModelConfig())
+    return {key: value.string_value for key, value in cfg.parameters.items()}
+
+
+def files_hash(version_dir: Path) -> str:
+    """Short sha256 over the names and bytes of every file a model version serves.
+
+    Left out: ``model.plan`` (built in place on a GPU) and ``__pycache__`` (the python backend writes it when
+    it imports ``input_checks``).
+    """
+    digest = hashlib.sha256()
+    served = (p for p in version_dir.rglob("*") if p.is_file() and p.name != "model.plan")
+    for path in sorted(p for p in served if "__pycache__" not in p.relative_to(version_dir).parts):
+        digest.update(path.relative_to(version_dir).as_posix().encode() + b"\0")
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()[:16]
 
 
 def _place(src: Path, dst: Path) -> None:
@@ -144,7 +176,7 @@ def write_repository(build_dir: Path, out: Path, specs: tuple[ModelSpec, ...]) -
     """Write ``out/<model>/{config.pbtxt,1/...}``; existing ``model.plan`` files are kept."""
     missing = [f for s in specs for f, _ in s.files if not (build_dir / f).is_file()]
     if missing:
-        raise FileNotFoundError(f"missing {', '.join(sorted(set(missing)))}: run `make forms` first")
+        raise FileNotFoundError(f"missing {', '.join(sorted(set(missing)))}: run `make precision` first")
     out.mkdir(parents=True, exist_ok=True)
     wanted = {s.name for s in specs}
     for stale in out.iterdir():
@@ -153,7 +185,7 @@ def write_repository(build_dir: Path, out: Path, specs: tuple[ModelSpec, ...]) -
     for spec in specs:
         version = out / spec.name / "1"
         version.mkdir(parents=True, exist_ok=True)
-        keep = {name for _, name in spec.files} | {"model.plan", "model.py"}
+        keep = {name for _, name in spec.files} | {"model.plan", "model.py", CHECKS.name}
         for old in version.iterdir():
             if old.name not in keep:
                 shutil.rmtree(old) if old.is_dir() else old.unlink()
@@ -161,14 +193,14 @@ def write_repository(build_dir: Path, out: Path, specs: tuple[ModelSpec, ...]) -
             _place(build_dir / rel, version / name)
         if spec.backend == "python":
             shutil.copy2(TEMPLATE, version / "model.py")
-        (out / spec.name / "config.pbtxt").write_text(config_text(spec))
+            shutil.copy2(CHECKS, version / CHECKS.name)
+            spec = replace(spec, parameters=(*spec.parameters, ("vocab_size", str(vocab_size(build_dir)))))
+        (out / spec.name / "config.pbtxt").write_text(config_text(spec, build_hash=files_hash(version)))
     return out
 
 
-def generate(build_dir: str | os.PathLike = "build") -> dict[str, Path]:
+def generate(build_dir: str | os.PathLike = BUILD) -> dict[str, Path]:
     """Write both repositories and the trtexec script for the plans service; returns their paths."""
-    from tritonserving import trt_plans
-
     build_dir = Path(build_dir)
     gpu = write_repository(build_dir, build_dir / "repository-gpu", GPU_MODELS)
     cpu = write_repository(build_dir, build_dir / "repository-cpu", CPU_MODELS)
@@ -178,7 +210,7 @@ def generate(build_dir: str | os.PathLike = "build") -> dict[str, Path]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """CLI arguments of ``triton-serving repo``."""
-    parser.add_argument("--build-dir", default="build", help="output root (default: build)")
+    parser.add_argument("--build-dir", type=Path, default=BUILD, help=f"output root (default: {BUILD})")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -26,7 +26,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tritonserving.repository import MAX_BATCH_SIZE
+from tritonserving import MAX_BATCH_SIZE
+from tritonserving.data import BUILD
 
 #: Triton model -> (ONNX form under build/, precision flags)
 PLAN_FORMS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -129,7 +130,7 @@ def build_plans(build_dir: str | os.PathLike = "build") -> list[Path]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """CLI arguments of ``triton-serving plans``."""
-    parser.add_argument("--build-dir", default="build", help="output root (default: build)")
+    parser.add_argument("--build-dir", type=Path, default=BUILD, help=f"output root (default: {BUILD})")
     parser.add_argument("--dry-run", action="store_true", help="print the trtexec commands, run nothing")
 
 

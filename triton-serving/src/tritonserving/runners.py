@@ -1,11 +1,12 @@
 """In-process runners for every form that runs on this machine, for comparisons and tests.
 
-Usage (the serving half calls this to compare Triton's answers with in-process ones)::
+Usage (the tests compare Triton's answers with in-process ones this way)::
 
-    from tritonserving.forms import load_form, FORMS, tokenize_sentences
-    run = load_form("fp32", build_dir="build")      # or "openvino", "fp16", "int8", "int8_trt"
-    batch = tokenize_sentences(["hello world"], build_dir="build")
-    emb = run(batch["input_ids"], batch["attention_mask"])   # np.float32 [batch, 384], L2-normalised
+    from tritonserving.data import tokenizer
+    from tritonserving.runners import load_form
+    run = load_form("fp32", build_dir=BUILD)        # or "openvino", "fp16", "int8", "int8_trt"
+    ids, mask = tokenizer("build")(["hello world"])
+    emb = run(ids, mask)                             # np.float32 [batch, 384], L2-normalised
 
 Each form maps to the Triton model that serves it (``TRITON_MODEL``); the TensorRT plans cannot run
 here, so on CPU the ONNX fp16 / int8 graphs stand in for ``minilm_trt_fp16`` / ``minilm_trt_int8``.
@@ -15,12 +16,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
 from tritonserving import OUTPUT_NAME
+from tritonserving.data import BUILD
 
 Runner = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
@@ -42,7 +43,7 @@ TRITON_MODEL: dict[str, str] = {
 }
 
 
-def form_path(name: str, build_dir: str | os.PathLike = "build") -> Path:
+def form_path(name: str, build_dir: str | os.PathLike = BUILD) -> Path:
     """Path of the model file of form ``name``."""
     if name not in FORMS:
         raise KeyError(f"unknown form {name!r}; known: {', '.join(FORMS)}")
@@ -84,47 +85,15 @@ def openvino_runner(path: str | os.PathLike, threads: int | None = None) -> Runn
     return run
 
 
-def load_form(name: str, build_dir: str | os.PathLike = "build", threads: int | None = None) -> Runner:
-    """Runner for form ``name`` (see ``FORMS``); the model file must have been built (``make forms``)."""
+def load_form(name: str, build_dir: str | os.PathLike = BUILD, threads: int | None = None) -> Runner:
+    """Runner for form ``name`` (see ``FORMS``); the model file must have been built (``make precision``)."""
     path = form_path(name, build_dir)
     if not path.is_file():
-        raise FileNotFoundError(f"form {name}: {path} is missing; run `make forms` first")
+        raise FileNotFoundError(f"form {name}: {path} is missing; run `make precision` first")
     engine = FORMS[name][0]
     return openvino_runner(path, threads) if engine == "openvino" else ort_runner(path, threads)
-
-
-@lru_cache(maxsize=4)
-def _tokenizer(build_dir: str):
-    from tritonserving.model_source import load_tokenizer
-
-    return load_tokenizer(Path(build_dir) / "onnx" / "fp32")
-
-
-def tokenize_sentences(
-    sentences: list[str], build_dir: str | os.PathLike = "build", max_length: int = 256
-) -> dict[str, np.ndarray]:
-    """Tokenise with the tokenizer files saved next to the fp32 export (INT64 ids and mask)."""
-    from tritonserving.model_source import tokenize
-
-    return tokenize(_tokenizer(str(build_dir)), sentences, max_length=max_length)
 
 
 def embed(runner: Runner, batches: list[dict[str, np.ndarray]]) -> np.ndarray:
     """Run ``runner`` over pre-tokenised batches and stack the embeddings."""
     return np.concatenate([runner(b["input_ids"], b["attention_mask"]) for b in batches], axis=0)
-
-
-ASSETS = Path(__file__).parent / "assets"
-
-
-def read_sentences(name: str) -> list[str]:
-    """A shipped sentence set: ``calibration``, ``eval_sentences``, ``corpus`` or ``queries``."""
-    path = ASSETS / f"{name}.txt"
-    if not path.is_file():
-        raise FileNotFoundError(f"no shipped sentence set {name!r} in {ASSETS}")
-    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
-def batches_of(sentences: list[str], build_dir: str | os.PathLike = "build", size: int = 16) -> list[dict]:
-    """Tokenised batches of ``size`` sentences (padded per batch, as a server batch would be)."""
-    return [tokenize_sentences(sentences[i : i + size], build_dir) for i in range(0, len(sentences), size)]
