@@ -19,6 +19,9 @@ REPOSITORY=build/repository-cpu
 OUT=build/compose-test
 PY=.venv/bin/python
 WAIT_S=${COMPOSE_WAIT_S:-240}
+# COMPOSE_TEST_NO_CACHE=1 builds both images without Docker's build cache (to time a fresh machine)
+build_flags=(--quiet)
+[ "${COMPOSE_TEST_NO_CACHE:-0}" = 1 ] && build_flags+=(--no-cache)
 
 t0=$SECONDS
 phase() { printf '\n== [%4ds] %s\n' $((SECONDS - t0)) "$*"; }
@@ -31,8 +34,10 @@ cleanup() {
   trap - EXIT INT TERM
   if [ "$compose_up" = 1 ]; then
     if [ "$rc" != 0 ]; then
-      echo "-- last lines of the triton-cpu log:"
-      docker compose --profile cpu logs --no-color --tail 25 triton-cpu 2>&1 || true
+      echo "-- triton-cpu log: errors, models not loaded, last lines"
+      docker compose --profile cpu logs --no-color triton-cpu 2>&1 \
+        | grep -E '\| E[0-9]{4} |UNAVAILABLE|error:' | cut -c 1-400 | tail -n 15 || true
+      docker compose --profile cpu logs --no-color --tail 5 triton-cpu 2>&1 || true
     fi
     phase "down: docker compose down -v"
     docker compose --profile cpu down -v --remove-orphans || rc=1
@@ -60,12 +65,12 @@ if timeout 600 docker pull -q "$OFFICIAL"; then
 else
   base=$LOCAL
   phase "images: pull failed, building the local stand-in $LOCAL (docker/tritonserver-local.Dockerfile)"
-  TRITON_LOCAL_IMAGE=$LOCAL docker compose -f docker/tritonserver-local.compose.yaml build --quiet \
+  TRITON_LOCAL_IMAGE=$LOCAL docker compose -f docker/tritonserver-local.compose.yaml build "${build_flags[@]}" \
     || die "building the local stand-in failed"
 fi
 export TRITON_BASE_IMAGE=$base
 phase "images: building $CPU_IMAGE from $base (docker/triton-cpu.Dockerfile)"
-docker compose --profile cpu build --quiet triton-cpu || die "building the cpu image failed"
+docker compose --profile cpu build "${build_flags[@]}" triton-cpu || die "building the cpu image failed"
 # BuildKit may resolve FROM to an older image of the same tag: prove the cpu image sits on the base built above.
 layers() { docker image inspect -f '{{ range .RootFS.Layers }}{{ println . }}{{ end }}' "$1" | grep .; }
 base_top=$(layers "$base" | tail -n 1)
@@ -95,7 +100,7 @@ done
 phase "up: docker compose --profile cpu up -d --wait (ports $http_port/$grpc_port/$metrics_port)"
 compose_up=1
 docker compose --profile cpu up -d --wait --wait-timeout "$WAIT_S" \
-  || die "triton-cpu did not become healthy (/v2/health/ready) within ${WAIT_S}s"
+  || die "triton-cpu did not become healthy (/v2/health/ready; waits up to ${WAIT_S}s): see its log below"
 
 # ----------------------------------------------------------------------------------------------------- check
 phase "check: the server on 127.0.0.1:$http_port serves exactly the forms of $REPOSITORY"
@@ -105,11 +110,14 @@ import sys
 import urllib.request
 
 url, expected = sys.argv[1], sorted(sys.argv[2:])
-with urllib.request.urlopen(f"http://{url}/v2", timeout=10) as r:
-    meta = json.load(r)
-req = urllib.request.Request(f"http://{url}/v2/repository/index", data=b"{}", method="POST")
-with urllib.request.urlopen(req, timeout=10) as r:
-    ready = sorted(m["name"] for m in json.load(r) if m.get("state") == "READY")
+try:
+    with urllib.request.urlopen(f"http://{url}/v2", timeout=10) as r:
+        meta = json.load(r)
+    req = urllib.request.Request(f"http://{url}/v2/repository/index", data=b"{}", method="POST")
+    with urllib.request.urlopen(req, timeout=10) as r:
+        ready = sorted(m["name"] for m in json.load(r) if m.get("state") == "READY")
+except (OSError, ValueError) as e:  # URLError is an OSError
+    sys.exit(f"compose-test: FAIL: no Triton answers at http://{url} from the host: {e}")
 print(f"{meta.get('name')} {meta.get('version')}: READY {', '.join(ready)}")
 if ready != expected:
     sys.exit(f"compose-test: FAIL: served forms {ready} != repository forms {expected}")
