@@ -4,6 +4,7 @@
 #   images  pull the official tritonserver 24.10 image, or build its local stand-in when the pull fails; then
 #           build the cpu profile's image on top of it (and check that it really derives from it)
 #   repo    make repo: build/repository-cpu, the native path's repository, mounted read-only into the container
+#           (run in the background while the images build: both are minutes on a fresh machine)
 #   .env    a fresh copy of .env.example (profile cpu; TRITON_*_PORT from the environment override its ports)
 #   up      docker compose up -d --wait: healthy = /v2/health/ready inside the container
 #   check   the server on the published 127.0.0.1 ports serves exactly the repository's forms, and
@@ -29,9 +30,14 @@ die() { echo "compose-test: FAIL: $*" >&2; exit 1; }
 
 compose_up=0
 engine_was_up=0
+repo_pid=
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
+  if [ -n "$repo_pid" ] && kill -0 "$repo_pid" 2>/dev/null; then
+    kill -TERM -- "-$repo_pid" 2>/dev/null || true  # its own process group: make and what it runs
+    wait "$repo_pid" 2>/dev/null || true
+  fi
   if [ "$compose_up" = 1 ]; then
     if [ "$rc" != 0 ]; then
       echo "-- triton-cpu log: errors, models not loaded, last lines"
@@ -58,6 +64,12 @@ if [ "$rc" = 3 ]; then trap - EXIT; echo "compose-test: SKIPPED (no Docker engin
 [ "$rc" = 0 ] || die "no Docker engine (scripts/docker-engine.sh up exited $rc)"
 [ -f /etc/ssl/certs/ca-certificates.crt ] && export BUILD_CA_FILE=/etc/ssl/certs/ca-certificates.crt
 
+# ------------------------------------------------------------------------------------------ repo (background)
+mkdir -p "$OUT"
+phase "repo: make repo in the background (log: $OUT/make-repo.log)"
+setsid make -s repo >"$OUT/make-repo.log" 2>&1 &
+repo_pid=$!
+
 # ---------------------------------------------------------------------------------------------------- images
 phase "images: docker pull $OFFICIAL"
 if timeout 600 docker pull -q "$OFFICIAL"; then
@@ -78,8 +90,11 @@ layers "$CPU_IMAGE" | grep -qx "$base_top" \
   || die "$CPU_IMAGE was not built on the current $base (stale BuildKit cache: docker builder prune, then retry)"
 
 # ------------------------------------------------------------------------------------------------------ repo
-phase "repo: make repo ($REPOSITORY)"
-make -s repo
+phase "repo: waiting for make repo ($REPOSITORY)"
+rc=0
+wait "$repo_pid" || rc=$?
+repo_pid=
+if [ "$rc" != 0 ]; then tail -n 20 "$OUT/make-repo.log"; die "make repo failed (exit $rc; log: $OUT/make-repo.log)"; fi
 mapfile -t forms < <(for c in "$REPOSITORY"/*/config.pbtxt; do basename "$(dirname "$c")"; done)
 [ "${#forms[@]}" -gt 0 ] || die "$REPOSITORY has no model (make repo wrote none)"
 
