@@ -20,7 +20,7 @@ import logging
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from s3ckpt.errors import CheckpointNotFound, IntegrityError, S3CkptError, WriteConflict
 from s3ckpt.s3 import S3Settings, check_bucket, make_client, s3_call
@@ -33,6 +33,7 @@ FORMAT = "s3ckpt/1"
 VERSION = "0.2.0"
 STEP_RE = re.compile(r"step-(\d+)/")
 EventHook = Callable[[str, dict[str, Any]], None]
+T = TypeVar("T")
 
 
 @dataclass
@@ -237,10 +238,10 @@ class Catalog:
                 pass
         return out
 
-    def latest_verified(self, kind: str | None = None, below: int | None = None) -> int:
-        """Newest step (of ``kind``, older than ``below``) whose manifest exists and whose objects pass the
-        quick check (size + server checksum); older steps are tried when a newer one fails, with a warning
-        naming it."""
+    def newest(self, attempt: Callable[[int], T | None], below: int | None = None) -> T:
+        """The verified fallback, once for every loader: ``attempt(step)`` on committed steps, newest
+        first (older than ``below``); a step that raises :class:`IntegrityError` is skipped with a warning
+        naming it, one for which ``attempt`` returns None is skipped silently (another kind)."""
         steps = [s for s in self.committed_steps() if below is None or s < below]
         if not steps:
             raise CheckpointNotFound(f"no committed checkpoint for run {self.run!r} under "
@@ -248,16 +249,20 @@ class Catalog:
         errors = []
         for s in reversed(steps):
             try:
-                info = self.verify(s, deep=False)
+                got = attempt(s)
             except IntegrityError as e:
                 warn_fallback(s, e)
                 errors.append(str(e))
                 continue
-            if kind is None or info.kind == kind:
-                return s
-            errors.append(f"step {s} is a {info.kind!r} checkpoint, not {kind!r}")
+            if got is not None:
+                return got
+            errors.append(f"step {s} is another kind of checkpoint")
         raise CheckpointNotFound(f"no checkpoint of run {self.run!r} verifies ({len(steps)} committed, all "
                                  f"failed: {errors[0]})")
+
+    def latest_verified(self, kind: str, below: int | None = None) -> int:
+        """Newest step of ``kind`` whose objects pass the quick check (size + server checksum)."""
+        return self.newest(lambda s: s if self.verify(s, deep=False).kind == kind else None, below)
 
 
 def warn_fallback(step: int, err: BaseException) -> None:

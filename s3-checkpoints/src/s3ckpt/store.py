@@ -24,8 +24,8 @@ from dataclasses import asdict, dataclass, is_dataclass
 from typing import Any
 
 from s3ckpt import maintenance
-from s3ckpt.catalog import MANIFEST, Catalog, CheckpointInfo, EventHook, warn_fallback
-from s3ckpt.errors import CheckpointNotFound, IntegrityError, S3CkptError
+from s3ckpt.catalog import MANIFEST, Catalog, CheckpointInfo, EventHook
+from s3ckpt.errors import IntegrityError, S3CkptError
 from s3ckpt.s3 import S3Settings
 from s3ckpt.streams import MiB, S3Writer
 
@@ -202,19 +202,7 @@ class CheckpointStore(Catalog):
         """
         if step != "latest":
             return self._load_step(int(step), map_location, parts, weights_only)
-        steps = self.committed_steps()
-        if not steps:
-            raise CheckpointNotFound(f"no committed checkpoint for run {self.run!r} under "
-                                     f"s3://{self.bucket}/{self.run_prefix}")
-        errors = []
-        for s in reversed(steps):
-            try:
-                return self._load_step(s, map_location, parts, weights_only)
-            except IntegrityError as e:
-                warn_fallback(s, e)
-                errors.append(str(e))
-        raise CheckpointNotFound(f"no checkpoint of run {self.run!r} verifies ({len(steps)} committed, all "
-                                 f"failed: {errors[0]})")
+        return self.newest(lambda s: self._load_step(s, map_location, parts, weights_only))
 
     def _load_step(self, step: int, map_location: Any, parts: list[str] | None,
                    weights_only: bool) -> LoadedCheckpoint:
