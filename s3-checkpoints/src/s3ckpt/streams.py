@@ -453,6 +453,8 @@ class S3Reader(io.RawIOBase):
         up verification. The last part fetched is kept, so neighbouring items cost no second GET."""
         if start < 0 or length < 0 or start + length > self._size:
             raise self._truncated(self._size)
+        if length == 0:
+            return bytearray()
         first, last = start // self._psize, max(start, start + length - 1) // self._psize
         need = [i for i in range(first, last + 1) if i not in self._part_cache]
         fetched = {i: bytearray(self._part_end(i) - i * self._psize) for i in need}
