@@ -21,23 +21,24 @@ def main() -> None:
 
     print_lock = threading.Lock()  # upload threads report too: one whole line at a time
 
-    def on_event(ev: str, info: dict) -> None:
-        line = f"EVENT {ev} {info.get('part', '')}".strip()
+    def report(line: str) -> None:
         with print_lock:
             sys.stdout.write(line + "\n")
             sys.stdout.flush()
         if line == hold_at:
             time.sleep(120)  # the parent kills us here: the save can get no further than this event
-        elif ev == "part_uploaded":
+
+    def on_event(ev: str, info: dict) -> None:
+        report(f"EVENT {ev} {info.get('part', '')}".strip())
+        if ev == "part_uploaded":
             time.sleep(0.1)
 
     s = S3Settings(endpoint=endpoint, access_key=user, secret_key=password, bucket=bucket, prefix="ckpt")
     st = CheckpointStore(settings=s, run="test", part_size=5 * 1024 * 1024, max_inflight=2, on_event=on_event)
     g = torch.Generator().manual_seed(int(step))
     state = {"model": {"w": torch.randn(int(mib) * 1024 * 1024 // 4, generator=g)}}
-    print("EVENT start", flush=True)
     st.save(int(step), state, {"note": "child"})
-    print("EVENT done", flush=True)
+    report("EVENT done")
 
 
 if __name__ == "__main__":

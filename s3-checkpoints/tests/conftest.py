@@ -1,6 +1,10 @@
-"""Fixtures: one real MinIO server per test session (reused from `docker compose up` if running).
+"""Fixtures: one real MinIO server per test session, started by the session itself.
 
 No mocks: every test talks to the real server over loopback. Each test gets its own fresh bucket.
+An existing server (e.g. `docker compose up`) is used only when asked for explicitly:
+``S3CKPT_TEST_ENDPOINT=http://127.0.0.1:9000`` with its ``MINIO_ROOT_USER``/``MINIO_ROOT_PASSWORD``. A server
+that merely happens to listen on the compose port is never picked up: it may be another version, or go
+away in the middle of the suite.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from s3ckpt import CheckpointStore, S3Settings, make_client
 from s3ckpt.minio import DEFAULT_PASSWORD, DEFAULT_USER, MinioServer, is_minio_live
 from s3ckpt.s3 import ensure_bucket
 
-COMPOSE_ENDPOINT = "http://127.0.0.1:9000"
+REUSE_VAR = "S3CKPT_TEST_ENDPOINT"
 
 
 @dataclass
@@ -25,6 +29,7 @@ class Minio:
     user: str
     password: str
     data_dir: str | None = None
+    started_here: bool = True
 
     def settings(self, bucket: str = "checkpoints", **kw: str) -> S3Settings:
         return S3Settings(endpoint=self.endpoint, access_key=self.user, secret_key=self.password,
@@ -38,22 +43,22 @@ class Minio:
         return e
 
 
-def _compose_server() -> Minio | None:
-    """A server started by `docker compose up`, if it is really MinIO and our credentials work."""
-    if not is_minio_live(COMPOSE_ENDPOINT):
+def _requested_server() -> Minio | None:
+    """The server named by ``S3CKPT_TEST_ENDPOINT``, if set; it must answer, or the session fails."""
+    endpoint = os.environ.get(REUSE_VAR)
+    if not endpoint:
         return None
-    m = Minio(COMPOSE_ENDPOINT, os.environ.get("MINIO_ROOT_USER", DEFAULT_USER),
-              os.environ.get("MINIO_ROOT_PASSWORD", DEFAULT_PASSWORD))
-    try:
-        make_client(m.settings()).list_buckets()
-    except Exception:  # noqa: BLE001 - someone else's MinIO: start our own
-        return None
+    m = Minio(endpoint, os.environ.get("MINIO_ROOT_USER", DEFAULT_USER),
+              os.environ.get("MINIO_ROOT_PASSWORD", DEFAULT_PASSWORD), started_here=False)
+    if not is_minio_live(endpoint, timeout=3):
+        pytest.exit(f"{REUSE_VAR}={endpoint} does not answer as MinIO: start it or unset {REUSE_VAR}", 2)
+    make_client(m.settings()).list_buckets()  # wrong credentials: fail here, once, loudly
     return m
 
 
 @pytest.fixture(scope="session")
 def minio() -> Iterator[Minio]:
-    m = _compose_server()
+    m = _requested_server()
     if m is not None:
         yield m
         return

@@ -38,7 +38,7 @@ def _save_and_kill(minio, bucket: str, step: int, kill_at: str) -> str:
 
 
 @pytest.mark.parametrize("kill_at", [
-    "EVENT start",                    # inside torch.save, before / while the first part goes out
+    "EVENT save_started",             # save begun (stale uploads checked), nothing written yet
     "EVENT part_uploaded 1",          # multipart upload open, parts in flight
     "EVENT part_uploaded 5",          # most parts uploaded, tail not yet
     "EVENT objects_done",             # every object complete, manifest not written

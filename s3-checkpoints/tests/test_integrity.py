@@ -69,7 +69,7 @@ def test_missing_object_and_missing_manifest(store: CheckpointStore) -> None:
     with pytest.warns(UserWarning, match="missing"):
         assert store.load("latest").step == 1
     # a step whose manifest is gone does not exist, whatever objects remain
-    store._delete_keys([store.step_prefix(1) + "manifest.json"])
+    store.delete_keys([store.step_prefix(1) + "manifest.json"])
     assert store.committed_steps() == [2]
     with pytest.raises(CheckpointNotFound):
         store.load(1)

@@ -1,4 +1,4 @@
-"""The fixture only reuses a server that really is MinIO (health endpoint + Server header)."""
+"""The fixture starts its own MinIO; a server named explicitly must really be MinIO (health, Server)."""
 
 from __future__ import annotations
 
@@ -33,3 +33,16 @@ def test_other_http_server_is_not_minio() -> None:
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+def test_session_server_is_our_own(minio) -> None:
+    """Without S3CKPT_TEST_ENDPOINT the suite never talks to a server it did not start (a compose MinIO on
+    the default port may be another version, or be stopped in the middle of the run)."""
+    import os
+
+    from conftest import REUSE_VAR
+
+    if os.environ.get(REUSE_VAR):
+        assert not minio.started_here and minio.endpoint == os.environ[REUSE_VAR]
+    else:
+        assert minio.started_here and minio.data_dir and os.path.isdir(minio.data_dir)

@@ -4,6 +4,7 @@ A checkpoint is a set of objects under ``<prefix>/<run>/step-<n>/`` that is vali
 ``manifest.json`` (every object's key, size and SHA-256) has been written, last, with ``If-None-Match: *``.
 """
 
+from s3ckpt.catalog import CheckpointInfo
 from s3ckpt.errors import (
     AccessDenied,
     BucketNotFound,
@@ -15,7 +16,7 @@ from s3ckpt.errors import (
     WriteConflict,
 )
 from s3ckpt.s3 import S3Settings, make_client
-from s3ckpt.store import CheckpointInfo, CheckpointStore, LoadedCheckpoint
+from s3ckpt.store import CheckpointStore, LoadedCheckpoint
 
 
 def __getattr__(name: str):  # lazy: importing torch takes seconds, and the CLI mostly does not need it
@@ -43,4 +44,4 @@ __all__ = [
     "make_client",
     "restore_rng_state",
 ]
-__version__ = "0.1.0"
+__version__ = "0.2.0"

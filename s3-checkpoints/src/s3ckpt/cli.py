@@ -35,7 +35,7 @@ def cmd_list(a: argparse.Namespace) -> int:
     if not infos:
         print(f"no committed checkpoints under s3://{st.bucket}/{st.run_prefix}")
         return 0
-    print(f"{'step':>9}  {'created (UTC)':25}  {'size':>10}  {'objects':>7}  status")
+    print(f"{'step':>9}  {'kind':5}  {'created (UTC)':25}  {'size':>10}  {'objects':>7}  status")
     for i in infos:
         status = "ok"
         if a.verify:
@@ -43,7 +43,8 @@ def cmd_list(a: argparse.Namespace) -> int:
                 st.verify(i.step, deep=a.deep)
             except IntegrityError as e:
                 status = f"CORRUPT: {e}"
-        print(f"{i.step:>9}  {i.created:25}  {_human(i.total_bytes):>10}  {len(i.objects):>7}  {status}")
+        print(f"{i.step:>9}  {i.kind:5}  {i.created:25}  {_human(i.total_bytes):>10}  {len(i.objects):>7}  "
+              f"{status}")
     return 0
 
 
@@ -52,7 +53,12 @@ def cmd_show(a: argparse.Namespace) -> int:
     step = a.step if a.step != "latest" else (st.committed_steps() or [None])[-1]
     if step is None:
         raise S3CkptError(f"no committed checkpoints under s3://{st.bucket}/{st.run_prefix}")
-    print(json.dumps(st.manifest(int(step)), indent=2, sort_keys=True))
+    man = st.manifest(int(step))
+    if man["kind"] == "dcp":  # the DCP metadata is a torch.save blob: show what it describes instead
+        from s3ckpt.dcp import decode_metadata, describe_metadata
+
+        man["dcp_metadata"] = describe_metadata(decode_metadata(man["dcp_metadata"]))
+    print(json.dumps(man, indent=2, sort_keys=True))
     return 0
 
 
@@ -105,7 +111,8 @@ def cmd_init(a: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="s3ckpt",
-        description="Inspect and maintain PyTorch checkpoints stored in S3/MinIO by s3ckpt. The endpoint "
+        description="Inspect and maintain PyTorch checkpoints stored in S3/MinIO by s3ckpt, single-process "
+                    "(CheckpointStore) and multi-process (s3ckpt.dcp) alike. The endpoint "
                     "and credentials come from S3CKPT_ENDPOINT, S3CKPT_ACCESS_KEY, S3CKPT_SECRET_KEY (or the "
                     "AWS_* equivalents); flags override the bucket/prefix/run.")
     common = argparse.ArgumentParser(add_help=False)
@@ -120,7 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--verify", action="store_true", help="also check each one (size + server checksum)")
     q.add_argument("--deep", action="store_true", help="with --verify: re-hash every byte")
     q.set_defaults(fn=cmd_list)
-    q = sub.add_parser("show", parents=[common], help="print a step's manifest (objects, hashes, metadata)")
+    q = sub.add_parser("show", parents=[common],
+                       help="print a step's manifest (objects, hashes, metadata; for DCP, every tensor)")
     q.add_argument("step", nargs="?", default="latest", help="step number or 'latest'")
     q.set_defaults(fn=cmd_show)
     q = sub.add_parser("verify", parents=[common], help="check a step against its manifest (SHA-256)")

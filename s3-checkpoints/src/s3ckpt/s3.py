@@ -115,8 +115,17 @@ def error_code(exc: BaseException) -> str:
     return ""
 
 
-def translate(exc: BaseException, s: S3Settings, what: str = "") -> BaseException:
-    """Map a botocore exception to one of our one-line errors (or return it unchanged)."""
+NOT_FOUND_CODES = ("NoSuchKey", "404", "NotFound")
+CONFLICT_CODES = ("PreconditionFailed", "412", "ConditionalRequestConflict")
+
+
+def translate(exc: BaseException, s: S3Settings, what: str = "", *, missing: S3CkptError | None = None,
+              conflict: S3CkptError | None = None) -> BaseException:
+    """Map a botocore exception to one of our one-line errors (or return it unchanged).
+
+    ``missing`` / ``conflict``: what a missing key or a failed ``If-None-Match`` means to the caller (a step
+    that is not committed, an object that vanished, a step someone else committed first).
+    """
     where = f"{s.endpoint}"
     ctx = f" while {what}" if what else ""
     if isinstance(exc, S3CkptError):
@@ -130,6 +139,10 @@ def translate(exc: BaseException, s: S3Settings, what: str = "") -> BaseExceptio
             "no S3 credentials: set S3CKPT_ACCESS_KEY and S3CKPT_SECRET_KEY (or AWS_ACCESS_KEY_ID/"
             "AWS_SECRET_ACCESS_KEY), e.g. from .env")
     code = error_code(exc)
+    if missing is not None and code in NOT_FOUND_CODES:
+        return missing
+    if conflict is not None and code in CONFLICT_CODES:
+        return conflict
     if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken"):
         return CredentialsError(
             f"S3 endpoint {where} rejected the credentials ({code}){ctx}: check S3CKPT_ACCESS_KEY/"
@@ -147,24 +160,31 @@ def translate(exc: BaseException, s: S3Settings, what: str = "") -> BaseExceptio
     return exc
 
 
-def call_with_backoff(fn: Callable[[], T], s: S3Settings, what: str, attempts: int = 4,
-                      first_delay: float = 0.5) -> T:
-    """Run ``fn``; on connection errors retry with exponential backoff, then raise a one-line error.
+def s3_call(s: S3Settings, what: str, fn: Callable[[], T], *, attempts: int = 1, first_delay: float = 0.5,
+            missing: S3CkptError | None = None, conflict: S3CkptError | None = None) -> T:
+    """Run one S3 operation; every S3 call of the library goes through here, so that every botocore
+    error reaches the user as the same one-line error.
 
-    Only connection problems are retried (a restarting MinIO comes back); wrong credentials or a missing
-    bucket will not fix themselves, so they fail at once.
+    With ``attempts > 1`` connection errors are retried with exponential backoff (a restarting MinIO comes
+    back); wrong credentials or a missing bucket will not fix themselves, so they fail at once.
     """
     delay = first_delay
     for i in range(attempts):
         try:
             return fn()
         except CONNECTION_ERRORS as e:
-            if i == attempts - 1:
-                raise translate(e, s, what) from None
-            time.sleep(delay)
-            delay *= 2
-        except (ClientError, NoCredentialsError) as e:
+            if i < attempts - 1:
+                time.sleep(delay)
+                delay *= 2
+                continue
             raise translate(e, s, what) from None
+        except S3CkptError:
+            raise
+        except Exception as e:  # noqa: BLE001 - botocore/urllib3 errors: translated or re-raised as is
+            t = translate(e, s, what, missing=missing, conflict=conflict)
+            if t is e:
+                raise
+            raise t from None
     raise AssertionError("unreachable")
 
 
@@ -176,8 +196,8 @@ def check_bucket(s: S3Settings) -> None:
     here (0.5 s, 1 s, 2 s) is the only one and an unreachable endpoint is reported in a few seconds.
     """
     probe = make_client(s, max_attempts=1, max_pool=1)
-    call_with_backoff(lambda: probe.list_objects_v2(Bucket=s.bucket, MaxKeys=1), s,
-                      f"opening bucket {s.bucket!r}")
+    s3_call(s, f"opening bucket {s.bucket!r}", lambda: probe.list_objects_v2(Bucket=s.bucket, MaxKeys=1),
+            attempts=4)
 
 
 def ensure_bucket(client: Any, s: S3Settings, versioning: bool = True) -> None:
@@ -188,7 +208,7 @@ def ensure_bucket(client: Any, s: S3Settings, versioning: bool = True) -> None:
         except ClientError as e:
             if error_code(e) not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
                 raise
-    call_with_backoff(_create, s, f"creating bucket {s.bucket!r}")
+    s3_call(s, f"creating bucket {s.bucket!r}", _create, attempts=4)
     if versioning:
-        call_with_backoff(lambda: client.put_bucket_versioning(
-            Bucket=s.bucket, VersioningConfiguration={"Status": "Enabled"}), s, "enabling versioning")
+        s3_call(s, "enabling versioning", lambda: client.put_bucket_versioning(
+            Bucket=s.bucket, VersioningConfiguration={"Status": "Enabled"}), attempts=4)

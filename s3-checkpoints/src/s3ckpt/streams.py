@@ -75,7 +75,6 @@ class S3Writer(io.RawIOBase):
         self.sha256 = ""
         self.part_sha256: list[str] = []
         self.s3_checksum = ""
-        self.version_id: str | None = None
 
     def _take_buffer(self) -> bytearray:
         try:
@@ -99,6 +98,10 @@ class S3Writer(io.RawIOBase):
     # -- io.RawIOBase protocol -------------------------------------------------------------------------
     def writable(self) -> bool:
         return True
+
+    def tell(self) -> int:
+        """Bytes written so far (the stream is not seekable: this is where the next byte will go)."""
+        return self._size
 
     def write(self, b: Any) -> int:  # type: ignore[override]
         mv = memoryview(b).cast("B")
@@ -162,7 +165,7 @@ class S3Writer(io.RawIOBase):
                 self._buf = bytearray()
                 digest = hashlib.sha256(data).digest()
                 ck = base64.b64encode(digest).decode()
-                resp = self.client.put_object(Bucket=self.bucket, Key=self.key, Body=data, ChecksumSHA256=ck)
+                self.client.put_object(Bucket=self.bucket, Key=self.key, Body=data, ChecksumSHA256=ck)
                 self.s3_checksum = ck
                 self._sha = hashlib.sha256(data)
                 self.part_sha256 = [digest.hex()]
@@ -174,11 +177,10 @@ class S3Writer(io.RawIOBase):
                 digests = [p.pop("_digest") for p in parts]
                 self.part_sha256 = [d.hex() for d in digests]
                 composite = hashlib.sha256(b"".join(digests)).digest()
-                resp = self.client.complete_multipart_upload(
+                self.client.complete_multipart_upload(
                     Bucket=self.bucket, Key=self.key, UploadId=self._upload_id,
                     MultipartUpload={"Parts": parts})
                 self.s3_checksum = f"{base64.b64encode(composite).decode()}-{len(parts)}"
-            self.version_id = resp.get("VersionId")
             self.size = self._size
             self.sha256 = self._sha.hexdigest() if self._sha is not None else ""
             self._done = True
@@ -235,11 +237,10 @@ class S3Reader(io.RawIOBase):
     READ_CHUNK = 1 * MiB
 
     def __init__(self, client: Any, bucket: str, key: str, size: int, expected_sha256: str | None = None,
-                 version_id: str | None = None, *, part_size: int | None = None,
+                 *, part_size: int | None = None,
                  part_sha256: list[str] | None = None, max_workers: int = 8) -> None:
         super().__init__()
         self.client, self.bucket, self.key, self._size = client, bucket, key, size
-        self.version_id = version_id
         if part_sha256 and part_size:
             self._psize, self._digests = part_size, list(part_sha256)
         else:  # whole object as one "part"
@@ -258,6 +259,7 @@ class S3Reader(io.RawIOBase):
         self._win = b""
         self._win_start = 0
         self._pool: ThreadPoolExecutor | None = None
+        self._part_cache: dict[int, bytearray] = {}
 
     def readable(self) -> bool:
         return True
@@ -328,10 +330,8 @@ class S3Reader(io.RawIOBase):
 
     # -- fetching -----------------------------------------------------------------------------------------
     def _get(self, start: int, end: int) -> Any:
-        kw: dict[str, Any] = {"Bucket": self.bucket, "Key": self.key, "Range": f"bytes={start}-{end - 1}"}
-        if self.version_id:
-            kw["VersionId"] = self.version_id
-        return self.client.get_object(**kw)["Body"]
+        rng = f"bytes={start}-{end - 1}"
+        return self.client.get_object(Bucket=self.bucket, Key=self.key, Range=rng)["Body"]
 
     def _truncated(self, at: int) -> IntegrityError:
         return IntegrityError(f"s3://{self.bucket}/{self.key}: object ended (or the server stopped sending) "
@@ -447,6 +447,34 @@ class S3Reader(io.RawIOBase):
         self._pos += want
         return want
 
+    def read_verified(self, start: int, length: int) -> bytearray:
+        """Bytes ``[start, start+length)``, every part they touch fetched whole and checked against its
+        digest before anything is returned: random access (a rank reading only its shards) without giving
+        up verification. The last part fetched is kept, so neighbouring items cost no second GET."""
+        if start < 0 or length < 0 or start + length > self._size:
+            raise self._truncated(self._size)
+        if length == 0:
+            return bytearray()
+        first, last = start // self._psize, max(start, start + length - 1) // self._psize
+        need = [i for i in range(first, last + 1) if i not in self._part_cache]
+        fetched = {i: bytearray(self._part_end(i) - i * self._psize) for i in need}
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.max_workers, thread_name_prefix="s3ckpt-get")
+        futs = [self._pool.submit(self._fetch_into, i * self._psize, memoryview(fetched[i]), i) for i in need]
+        for f in futs:
+            f.result()
+        parts = {**self._part_cache, **fetched}
+        out = bytearray(length)
+        pos = start
+        while pos < start + length:
+            i = pos // self._psize
+            off = pos - i * self._psize
+            n = min(start + length - pos, len(parts[i]) - off)
+            out[pos - start:pos - start + n] = memoryview(parts[i])[off:off + n]
+            pos += n
+        self._part_cache = {last: parts[last]}  # keep only the newest part
+        return out
+
     def read(self, size: int = -1) -> bytes:  # type: ignore[override]
         if size is None or size < 0:
             size = self._size - self._pos
@@ -487,4 +515,5 @@ class S3Reader(io.RawIOBase):
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
         self._win = b""
+        self._part_cache = {}
         super().close()

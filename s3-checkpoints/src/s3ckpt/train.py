@@ -9,6 +9,7 @@ restarted with the same command continues with bit-identical losses.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import logging
 import os
@@ -18,7 +19,6 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -78,6 +78,8 @@ def train(store: CheckpointStore, hp: HParams, *, resume: str = "auto", keep_las
           async_save: bool = False, loss_log: str | None = None, progress: bool = True,
           throttle: float = 0.0) -> dict[str, Any]:
     """Train to ``hp.steps``, checkpointing every ``hp.ckpt_every`` steps; resume from the bucket first."""
+    import numpy as np
+
     torch.set_num_threads(1)  # identical float reduction order in every process: bit-exact resume
     torch.use_deterministic_algorithms(True)
     random.seed(hp.seed)
@@ -185,8 +187,16 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+DEMO_DEPS = {"numpy": "numpy", "sklearn": "scikit-learn", "tqdm": "tqdm"}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    missing = [pkg for mod, pkg in DEMO_DEPS.items() if importlib.util.find_spec(mod) is None]
+    if missing:
+        print(f"s3ckpt-train: error: the demo trainer needs {', '.join(missing)}: "
+              f"pip install 's3ckpt[demo]'", file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     hp = HParams(steps=args.steps, ckpt_every=args.ckpt_every, batch_size=args.batch_size, lr=args.lr,
                  seed=args.seed)
