@@ -1,0 +1,184 @@
+#!/usr/bin/env bash
+# `make compose-test`: the container path end to end on a real Docker engine.
+#  1. an engine answers (scripts/docker-engine.sh starts one as root when missing);
+#  2. the images exist: the pinned official MinIO images are pulled, or, when no registry answers, local
+#     equivalents are built from source (compose/local-images.Dockerfile); the trainer image is built;
+#  3. a fresh .env from .env.example (a .env of yours is put back afterwards);
+#  4. `docker compose up -d --wait`: MinIO healthy, bucket set up by the mc image, the trainer training;
+#  5. the trainer is killed mid-run, brought up again, resumes, and its final loss and weights are bit-identical
+#     to an uninterrupted run's; its key is refused outside its bucket;
+#  6. the distributed compose file (4 nodes x 2 drives) comes up; a save and a verified load through other nodes;
+#  7. always `down -v` (also on failure and Ctrl-C), and stop a dockerd only if step 1 started it.
+# Its own project names and free ports: it never touches a `docker compose up` of yours nor a native MinIO.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PROJECT=s3ckpt-compose-test
+DIST_PROJECT=s3ckpt-compose-test-dist
+MINIO_OFFICIAL=minio/minio:RELEASE.2025-09-07T16-13-09Z
+MC_OFFICIAL=minio/mc:RELEASE.2025-08-13T08-35-41Z
+TORCH_CPU_INDEX=https://download.pytorch.org/whl/cpu
+HOST_CA=/etc/ssl/certs/ca-certificates.crt
+KILL_AFTER=100   # kill the trainer once this checkpoint is saved
+export DOCKER_ENGINE_STATE="${XDG_RUNTIME_DIR:-/tmp}/s3ckpt-compose-test-dockerd"
+
+t0=$SECONDS
+tphase=$SECONDS
+phase() {
+  echo "== [$((SECONDS - t0))s total, last phase $((SECONDS - tphase))s] $*"
+  tphase=$SECONDS
+}
+fail() { echo "compose-test: FAIL: $*" >&2; exit 1; }
+
+compose() { docker compose -p "$PROJECT" "$@"; }
+dist() { docker compose -p "$DIST_PROJECT" -f docker-compose.distributed.yaml "$@"; }
+
+engine_up=0
+env_written=0
+env_backup=""
+cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  if [ "$engine_up" = 1 ]; then
+    echo "== tearing down (docker compose down -v)"
+    compose down -v --remove-orphans >/dev/null 2>&1 || true
+    dist down -v --remove-orphans >/dev/null 2>&1 || true
+  fi
+  if [ -n "$env_backup" ]; then mv -f "$env_backup" .env; elif [ "$env_written" = 1 ]; then rm -f .env; fi
+  scripts/docker-engine.sh down || true
+  if [ "$rc" = 0 ]; then echo "== compose-test passed in $((SECONDS - t0))s"; else
+    echo "== compose-test FAILED (exit $rc) after $((SECONDS - t0))s" >&2; fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+# --- 1. engine -------------------------------------------------------------------------------------------
+phase "engine"
+rc=0
+scripts/docker-engine.sh up || rc=$?
+if [ "$rc" = 3 ]; then trap - EXIT; echo "compose-test: skipped (no Docker engine)"; exit 0; fi
+[ "$rc" = 0 ] || exit "$rc"
+engine_up=1
+compose down -v --remove-orphans >/dev/null 2>&1 || true   # leftovers of an interrupted earlier run
+dist down -v --remove-orphans >/dev/null 2>&1 || true
+
+# --- 2. images -------------------------------------------------------------------------------------------
+phase "images"
+[ -s "$HOST_CA" ] && export BUILD_CA_FILE="$HOST_CA"   # builds behind a TLS-intercepting proxy need it
+if timeout 60 docker pull -q "$MINIO_OFFICIAL" >/dev/null 2>&1 && timeout 60 docker pull -q "$MC_OFFICIAL" >/dev/null 2>&1; then
+  export MINIO_IMAGE="$MINIO_OFFICIAL" MC_IMAGE="$MC_OFFICIAL"
+  echo "   official images pulled"
+else
+  export MINIO_IMAGE=s3ckpt-local/minio:RELEASE.2025-09-07T16-13-09Z MC_IMAGE=s3ckpt-local/mc:RELEASE.2025-08-13T08-35-41Z
+  echo "   no registry answers: building local equivalents $MINIO_IMAGE and $MC_IMAGE from source"
+  docker compose -f compose/local-images.yaml build -q || fail "building the local MinIO/mc images failed"
+fi
+export TORCH_INDEX_URL="$TORCH_CPU_INDEX"
+if ! SSL_CERT_FILE="$HOST_CA" python3 -c "import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=15)" \
+      "$TORCH_CPU_INDEX/torch/" >/dev/null 2>&1; then
+  export TORCH_INDEX_URL=https://pypi.org/simple
+  echo "   PyTorch's CPU index is unreachable: the trainer image gets PyPI's torch (CUDA build, several GB)"
+fi
+export TRAINER_IMAGE=s3ckpt-compose-test/trainer:local
+phase "building the trainer image (torch from $TORCH_INDEX_URL)"
+compose build -q trainer || fail "building the trainer image failed"
+
+# --- 3. fresh .env -----------------------------------------------------------------------------------------
+phase "fresh .env"
+if [ -f .env ]; then env_backup=$(mktemp .env.compose-test-backup.XXXXXX); cp .env "$env_backup"; fi
+env_written=1
+cp .env.example .env
+set -a; . ./.env; set +a
+# the test's own ports and images override .env (the environment wins over .env in compose)
+export MINIO_IMAGE MC_IMAGE TORCH_INDEX_URL TRAINER_IMAGE
+MINIO_PORT=$(free_port); MINIO_CONSOLE_PORT=$(free_port); export MINIO_PORT MINIO_CONSOLE_PORT
+echo "   MinIO on 127.0.0.1:$MINIO_PORT (console $MINIO_CONSOLE_PORT), images $MINIO_IMAGE, $MC_IMAGE"
+
+# --- 4. up -------------------------------------------------------------------------------------------------
+phase "docker compose up -d --wait"
+if ! compose up -d --wait; then
+  compose logs createbuckets >&2 || true
+  fail "docker compose up -d --wait did not come up healthy (createbuckets: exit $(docker inspect -f '{{.State.ExitCode}}' "$(compose ps -aq createbuckets)" 2>/dev/null))"
+fi
+compose logs --no-log-prefix createbuckets | grep -q "bucket $S3CKPT_BUCKET ready" \
+  || fail "createbuckets did not report the bucket ready"
+trainer_id=$(compose ps -aq trainer)
+[ "$(docker inspect -f '{{range .Config.Env}}{{println .}}{{end}}' "$trainer_id" | grep '^S3CKPT_ACCESS_KEY=')" \
+  = "S3CKPT_ACCESS_KEY=$TRAINER_ACCESS_KEY" ] || fail "the trainer does not use the bucket-limited key"
+
+# --- 5. kill mid-run, resume, compare with an uninterrupted run ------------------------------------------
+phase "training; killing the trainer after checkpoint $KILL_AFTER"
+seen=0
+for _ in $(seq 300); do
+  if compose logs --no-log-prefix trainer 2>/dev/null | grep -q "checkpoint step $KILL_AFTER saved"; then seen=1; break; fi
+  [ "$(docker inspect -f '{{.State.Running}}' "$trainer_id")" = true ] || break
+  sleep 1
+done
+[ "$seen" = 1 ] || { compose logs trainer | tail -n 20 >&2; fail "the trainer never saved checkpoint $KILL_AFTER"; }
+compose kill trainer >/dev/null
+docker wait "$trainer_id" >/dev/null
+[ "$(docker inspect -f '{{.State.ExitCode}}' "$trainer_id")" = 137 ] || fail "the trainer was not killed mid-run"
+! compose logs --no-log-prefix trainer | grep -q "^done:" || fail "the trainer had already finished: no kill mid-run"
+saved_before=$(compose logs --no-log-prefix trainer | grep -o 'checkpoint step [0-9]* saved' | tail -n 1 | grep -o '[0-9]*')
+echo "   killed (exit 137) after checkpoint $saved_before"
+
+phase "docker compose up trainer: resumes"
+compose up -d trainer >/dev/null
+docker wait "$trainer_id" >/dev/null
+compose logs --no-log-prefix trainer > /tmp/s3ckpt-compose-test-trainer.log
+[ "$(docker inspect -f '{{.State.ExitCode}}' "$trainer_id")" = 0 ] || { tail -n 20 /tmp/s3ckpt-compose-test-trainer.log >&2; fail "the resumed trainer failed"; }
+grep -q "^resumed from step $saved_before " /tmp/s3ckpt-compose-test-trainer.log \
+  || fail "the trainer did not resume from checkpoint $saved_before: $(grep -E '^(resumed|starting)' /tmp/s3ckpt-compose-test-trainer.log | tail -n 1)"
+grep "^done:" /tmp/s3ckpt-compose-test-trainer.log | sed 's/^/   /'
+rm -f /tmp/s3ckpt-compose-test-trainer.log
+
+phase "an uninterrupted run of the same job (run 'reference', full speed)"
+run_trainer() { compose run --rm --no-deps -T trainer "$@"; }
+run_trainer s3ckpt-train --run reference --throttle 0 --no-progress | grep "^done:" | sed 's/^/   /' \
+  || fail "the uninterrupted run failed"
+run_trainer s3ckpt verify all --run digits >/dev/null || fail "the resumed run's checkpoints do not verify"
+python3 - "$(run_trainer s3ckpt show latest --run digits)" "$(run_trainer s3ckpt show latest --run reference)" <<'EOF' || fail "the resumed run differs from the uninterrupted one"
+import json, sys
+a, b = (json.loads(x) for x in sys.argv[1:3])
+def model_sha(m):  # the saved weights' size and SHA-256 (of each part), from the manifest
+    return [(o["size"], o.get("sha256") or o["part_sha256"]) for o in m["objects"] if o["name"] == "model"]
+if not model_sha(a) or not model_sha(b):
+    sys.exit("no model object in a manifest")
+for what, x, y in [("step", a["metadata"]["step"], b["metadata"]["step"]),
+                   ("final loss", a["metadata"]["loss"], b["metadata"]["loss"]),
+                   ("model weights SHA-256", model_sha(a), model_sha(b))]:
+    print(f"   {what}: killed+resumed {x!r} / uninterrupted {y!r}")
+    if x != y:
+        sys.exit(f"{what} differs")
+EOF
+
+phase "the trainer's key is refused outside its bucket"
+if run_trainer s3ckpt init --bucket s3ckpt-compose-test-other >/dev/null 2>&1; then
+  fail "the trainer's key could create another bucket: it is not limited to $S3CKPT_BUCKET"
+fi
+compose down -v --remove-orphans >/dev/null 2>&1
+
+# --- 6. distributed MinIO ----------------------------------------------------------------------------------
+phase "distributed MinIO (4 nodes x 2 drives): up -d --wait"
+dist up -d --wait || fail "the distributed compose file did not come up healthy"
+on_node() {  # on_node NODE CMD...: the trainer image on the distributed network, talking to MinIO node NODE
+  local node=$1; shift
+  docker run --rm --network "${DIST_PROJECT}_default" -e S3CKPT_ENDPOINT="http://$node:9000" \
+    -e S3CKPT_ACCESS_KEY="$MINIO_ROOT_USER" -e S3CKPT_SECRET_KEY="$MINIO_ROOT_PASSWORD" \
+    -e S3CKPT_BUCKET="$S3CKPT_BUCKET" "$TRAINER_IMAGE" "$@"
+}
+phase "save through minio1, verified load through minio3 and minio4"
+on_node minio1 s3ckpt init >/dev/null || fail "cannot create the bucket on the distributed MinIO"
+on_node minio1 s3ckpt-train --run dist --steps 20 --ckpt-every 10 --no-progress >/dev/null \
+  || fail "training with checkpoints against the distributed MinIO failed"
+on_node minio3 s3ckpt verify all --run dist | sed 's/^/   /'
+[ "${PIPESTATUS[0]}" = 0 ] || fail "the checkpoints saved on the distributed MinIO do not verify"
+out=$(on_node minio4 s3ckpt-train --run dist --steps 20 --resume must --no-progress) \
+  || fail "loading the checkpoint from the distributed MinIO failed"
+grep -q "^resumed from step 20 " <<<"$out" || fail "the load did not find step 20: $out"
+echo "   $(head -n 1 <<<"$out")"
+phase "done"
