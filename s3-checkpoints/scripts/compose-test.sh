@@ -30,7 +30,8 @@ phase() {
 }
 fail() { echo "compose-test: FAIL: $*" >&2; exit 1; }
 
-compose() { docker compose -p "$PROJECT" "$@"; }
+COMPOSE_FILES=(-f docker-compose.yaml)
+compose() { docker compose -p "$PROJECT" "${COMPOSE_FILES[@]}" "$@"; }
 dist() { docker compose -p "$DIST_PROJECT" -f docker-compose.distributed.yaml "$@"; }
 
 engine_up=0
@@ -66,35 +67,50 @@ engine_up=1
 compose down -v --remove-orphans >/dev/null 2>&1 || true   # leftovers of an interrupted earlier run
 dist down -v --remove-orphans >/dev/null 2>&1 || true
 
-# --- 2. images -------------------------------------------------------------------------------------------
+# --- 2. images (MinIO's and the trainer's built side by side: one waits on the CPU, the other on the network)
 phase "images"
 [ -s "$HOST_CA" ] && export BUILD_CA_FILE="$HOST_CA"   # builds behind a TLS-intercepting proxy need it
+logs=$(mktemp -d /tmp/s3ckpt-compose-test.XXXXXX)
+minio_build=""
 if timeout 60 docker pull -q "$MINIO_OFFICIAL" >/dev/null 2>&1 && timeout 60 docker pull -q "$MC_OFFICIAL" >/dev/null 2>&1; then
   export MINIO_IMAGE="$MINIO_OFFICIAL" MC_IMAGE="$MC_OFFICIAL"
   echo "   official images pulled"
 else
   export MINIO_IMAGE=s3ckpt-local/minio:RELEASE.2025-09-07T16-13-09Z MC_IMAGE=s3ckpt-local/mc:RELEASE.2025-08-13T08-35-41Z
   echo "   no registry answers: building local equivalents $MINIO_IMAGE and $MC_IMAGE from source"
-  docker compose -f compose/local-images.yaml build -q || fail "building the local MinIO/mc images failed"
+  docker compose -f compose/local-images.yaml build >"$logs/local-images.log" 2>&1 &
+  minio_build=$!
 fi
-export TORCH_INDEX_URL="$TORCH_CPU_INDEX"
+export TORCH_INDEX_URL="$TORCH_CPU_INDEX" TRAINER_IMAGE=s3ckpt-compose-test/trainer:local
 if ! SSL_CERT_FILE="$HOST_CA" python3 -c "import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=15)" \
       "$TORCH_CPU_INDEX/torch/" >/dev/null 2>&1; then
-  export TORCH_INDEX_URL=https://pypi.org/simple
-  echo "   PyTorch's CPU index is unreachable: the trainer image gets PyPI's torch (CUDA build, several GB)"
+  # No CPU wheels: rather than PyPI's CUDA build (~3 GB more to download, a ~7 GB image), the image is built
+  # without torch and the trainer imports the torch that the host venv (`make test`'s) already has.
+  TORCH_INDEX_URL=""
+  HOST_SITE_PACKAGES=$(.venv/bin/python -c 'import os, sys, torch; assert sys.version_info[:2] == (3, 11)
+print(os.path.dirname(os.path.dirname(torch.__file__)))') \
+    || fail "PyTorch's CPU index is unreachable and .venv has no Python 3.11 torch to mount instead (make test builds it)"
+  export HOST_SITE_PACKAGES
+  COMPOSE_FILES+=(-f compose/torch-from-host.yaml)
+  echo "   PyTorch's CPU index is unreachable: the trainer image has no torch, it uses $HOST_SITE_PACKAGES"
 fi
-export TRAINER_IMAGE=s3ckpt-compose-test/trainer:local
-phase "building the trainer image (torch from $TORCH_INDEX_URL)"
-compose build -q trainer || fail "building the trainer image failed"
+compose build trainer >"$logs/trainer.log" 2>&1 || { tail -n 30 "$logs/trainer.log" >&2; fail "building the trainer image failed"; }
+phase "trainer image built (torch from ${TORCH_INDEX_URL:-the host venv})"
+if [ -n "$minio_build" ]; then
+  wait "$minio_build" || { tail -n 30 "$logs/local-images.log" >&2; fail "building the local MinIO/mc images failed"; }
+  phase "local MinIO and mc images built"
+fi
+rm -rf "$logs"
 
 # --- 3. fresh .env -----------------------------------------------------------------------------------------
 phase "fresh .env"
 if [ -f .env ]; then env_backup=$(mktemp .env.compose-test-backup.XXXXXX); cp .env "$env_backup"; fi
 env_written=1
 cp .env.example .env
-set -a; . ./.env; set +a
+while IFS='=' read -r key value; do   # the settings this script needs itself
+  case "$key" in MINIO_ROOT_USER|MINIO_ROOT_PASSWORD|S3CKPT_BUCKET|TRAINER_ACCESS_KEY) printf -v "$key" '%s' "$value" ;; esac
+done < .env
 # the test's own ports and images override .env (the environment wins over .env in compose)
-export MINIO_IMAGE MC_IMAGE TORCH_INDEX_URL TRAINER_IMAGE
 MINIO_PORT=$(free_port); MINIO_CONSOLE_PORT=$(free_port); export MINIO_PORT MINIO_CONSOLE_PORT
 echo "   MinIO on 127.0.0.1:$MINIO_PORT (console $MINIO_CONSOLE_PORT), images $MINIO_IMAGE, $MC_IMAGE"
 
@@ -165,9 +181,11 @@ compose down -v --remove-orphans >/dev/null 2>&1
 # --- 6. distributed MinIO ----------------------------------------------------------------------------------
 phase "distributed MinIO (4 nodes x 2 drives): up -d --wait"
 dist up -d --wait || fail "the distributed compose file did not come up healthy"
+host_torch=()
+[ -z "$TORCH_INDEX_URL" ] && host_torch=(-v "$HOST_SITE_PACKAGES:/opt/host-site-packages:ro" -e PYTHONPATH=/opt/host-site-packages)
 on_node() {  # on_node NODE CMD...: the trainer image on the distributed network, talking to MinIO node NODE
   local node=$1; shift
-  docker run --rm --network "${DIST_PROJECT}_default" -e S3CKPT_ENDPOINT="http://$node:9000" \
+  docker run --rm --network "${DIST_PROJECT}_default" "${host_torch[@]}" -e S3CKPT_ENDPOINT="http://$node:9000" \
     -e S3CKPT_ACCESS_KEY="$MINIO_ROOT_USER" -e S3CKPT_SECRET_KEY="$MINIO_ROOT_PASSWORD" \
     -e S3CKPT_BUCKET="$S3CKPT_BUCKET" "$TRAINER_IMAGE" "$@"
 }
