@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # `make compose-test`: the container path end to end on a real Docker engine.
 #  1. an engine answers (scripts/docker-engine.sh starts one as root when missing);
-#  2. the images exist: the pinned official MinIO images are pulled, or, when no registry answers, local
+#  2. a fresh .env from .env.example (a .env of yours is put back afterwards);
+#  3. the images exist: the pinned official MinIO images are pulled, or, when no registry answers, local
 #     equivalents are built from source (compose/local-images.Dockerfile); the trainer image is built;
-#  3. a fresh .env from .env.example (a .env of yours is put back afterwards);
 #  4. `docker compose up -d --wait`: MinIO healthy, bucket set up by the mc image, the trainer training;
 #  5. the trainer is killed mid-run, brought up again, resumes, and its final loss and weights are bit-identical
 #     to an uninterrupted run's; its key is refused outside its bucket;
@@ -32,8 +32,16 @@ fail() { echo "compose-test: FAIL: $*" >&2; exit 1; }
 
 COMPOSE_FILES=(-f docker-compose.yaml)
 compose() { docker compose -p "$PROJECT" "${COMPOSE_FILES[@]}" "$@"; }
+# the `trainer` service's container (not the one-off `run` containers of the same service)
+trainer_cid() {
+  docker ps -aq --filter "label=com.docker.compose.project=$PROJECT" \
+    --filter label=com.docker.compose.service=trainer --filter label=com.docker.compose.oneoff=False
+}
+# its output, one message a line (its progress bar, on stderr, redraws lines with \r)
+trainer_log() { docker logs "$trainer_id" 2>&1 | tr '\r' '\n'; }
 dist() { docker compose -p "$DIST_PROJECT" -f docker-compose.distributed.yaml "$@"; }
 
+work=$(mktemp -d /tmp/s3ckpt-compose-test.XXXXXX)   # build and trainer logs
 engine_up=0
 env_written=0
 env_backup=""
@@ -45,6 +53,7 @@ cleanup() {
     compose down -v --remove-orphans >/dev/null 2>&1 || true
     dist down -v --remove-orphans >/dev/null 2>&1 || true
   fi
+  rm -rf "$work"
   if [ -n "$env_backup" ]; then mv -f "$env_backup" .env; elif [ "$env_written" = 1 ]; then rm -f .env; fi
   scripts/docker-engine.sh down || true
   if [ "$rc" = 0 ]; then echo "== compose-test passed in $((SECONDS - t0))s"; else
@@ -67,18 +76,31 @@ engine_up=1
 compose down -v --remove-orphans >/dev/null 2>&1 || true   # leftovers of an interrupted earlier run
 dist down -v --remove-orphans >/dev/null 2>&1 || true
 
-# --- 2. images (MinIO's and the trainer's built side by side: one waits on the CPU, the other on the network)
+# --- 2. fresh .env (before the builds: compose reads it for them too) ----------------------------------
+phase "fresh .env"
+if [ -f .env ]; then env_backup=$(mktemp .env.compose-test-backup.XXXXXX); cp .env "$env_backup"; fi
+env_written=1
+cp .env.example .env
+while IFS='=' read -r key value; do   # the settings this script needs itself
+  case "$key" in MINIO_ROOT_USER|MINIO_ROOT_PASSWORD|S3CKPT_BUCKET|TRAINER_ACCESS_KEY) printf -v "$key" '%s' "$value" ;; esac
+done < .env
+# the test's own ports and images override .env (the environment wins over .env in compose)
+MINIO_PORT=$(free_port); MINIO_CONSOLE_PORT=$(free_port); export MINIO_PORT MINIO_CONSOLE_PORT
+echo "   MinIO will listen on 127.0.0.1:$MINIO_PORT (console $MINIO_CONSOLE_PORT)"
+
+# --- 3. images (MinIO's and the trainer's built side by side: one waits on the CPU, the other on the network)
 phase "images"
 [ -s "$HOST_CA" ] && export BUILD_CA_FILE="$HOST_CA"   # builds behind a TLS-intercepting proxy need it
-logs=$(mktemp -d /tmp/s3ckpt-compose-test.XXXXXX)
 minio_build=""
+no_cache=()   # COMPOSE_TEST_NO_CACHE=1: build without the layer cache, to time a first build
+[ "${COMPOSE_TEST_NO_CACHE:-}" = 1 ] && no_cache=(--no-cache)
 if timeout 60 docker pull -q "$MINIO_OFFICIAL" >/dev/null 2>&1 && timeout 60 docker pull -q "$MC_OFFICIAL" >/dev/null 2>&1; then
   export MINIO_IMAGE="$MINIO_OFFICIAL" MC_IMAGE="$MC_OFFICIAL"
   echo "   official images pulled"
 else
   export MINIO_IMAGE=s3ckpt-local/minio:RELEASE.2025-09-07T16-13-09Z MC_IMAGE=s3ckpt-local/mc:RELEASE.2025-08-13T08-35-41Z
   echo "   no registry answers: building local equivalents $MINIO_IMAGE and $MC_IMAGE from source"
-  docker compose -f compose/local-images.yaml build >"$logs/local-images.log" 2>&1 &
+  docker compose -f compose/local-images.yaml build "${no_cache[@]}" >"$work/local-images.log" 2>&1 &
   minio_build=$!
 fi
 export TORCH_INDEX_URL="$TORCH_CPU_INDEX" TRAINER_IMAGE=s3ckpt-compose-test/trainer:local
@@ -94,25 +116,12 @@ print(os.path.dirname(os.path.dirname(torch.__file__)))') \
   COMPOSE_FILES+=(-f compose/torch-from-host.yaml)
   echo "   PyTorch's CPU index is unreachable: the trainer image has no torch, it uses $HOST_SITE_PACKAGES"
 fi
-compose build trainer >"$logs/trainer.log" 2>&1 || { tail -n 30 "$logs/trainer.log" >&2; fail "building the trainer image failed"; }
+compose build "${no_cache[@]}" trainer >"$work/trainer.log" 2>&1 || { tail -n 30 "$work/trainer.log" >&2; fail "building the trainer image failed"; }
 phase "trainer image built (torch from ${TORCH_INDEX_URL:-the host venv})"
 if [ -n "$minio_build" ]; then
-  wait "$minio_build" || { tail -n 30 "$logs/local-images.log" >&2; fail "building the local MinIO/mc images failed"; }
+  wait "$minio_build" || { tail -n 30 "$work/local-images.log" >&2; fail "building the local MinIO/mc images failed"; }
   phase "local MinIO and mc images built"
 fi
-rm -rf "$logs"
-
-# --- 3. fresh .env -----------------------------------------------------------------------------------------
-phase "fresh .env"
-if [ -f .env ]; then env_backup=$(mktemp .env.compose-test-backup.XXXXXX); cp .env "$env_backup"; fi
-env_written=1
-cp .env.example .env
-while IFS='=' read -r key value; do   # the settings this script needs itself
-  case "$key" in MINIO_ROOT_USER|MINIO_ROOT_PASSWORD|S3CKPT_BUCKET|TRAINER_ACCESS_KEY) printf -v "$key" '%s' "$value" ;; esac
-done < .env
-# the test's own ports and images override .env (the environment wins over .env in compose)
-MINIO_PORT=$(free_port); MINIO_CONSOLE_PORT=$(free_port); export MINIO_PORT MINIO_CONSOLE_PORT
-echo "   MinIO on 127.0.0.1:$MINIO_PORT (console $MINIO_CONSOLE_PORT), images $MINIO_IMAGE, $MC_IMAGE"
 
 # --- 4. up -------------------------------------------------------------------------------------------------
 phase "docker compose up -d --wait"
@@ -122,7 +131,7 @@ if ! compose up -d --wait; then
 fi
 compose logs --no-log-prefix createbuckets | grep -q "bucket $S3CKPT_BUCKET ready" \
   || fail "createbuckets did not report the bucket ready"
-trainer_id=$(compose ps -aq trainer)
+trainer_id=$(trainer_cid)
 [ "$(docker inspect -f '{{range .Config.Env}}{{println .}}{{end}}' "$trainer_id" | grep '^S3CKPT_ACCESS_KEY=')" \
   = "S3CKPT_ACCESS_KEY=$TRAINER_ACCESS_KEY" ] || fail "the trainer does not use the bucket-limited key"
 
@@ -130,32 +139,34 @@ trainer_id=$(compose ps -aq trainer)
 phase "training; killing the trainer after checkpoint $KILL_AFTER"
 seen=0
 for _ in $(seq 300); do
-  if compose logs --no-log-prefix trainer 2>/dev/null | grep -q "checkpoint step $KILL_AFTER saved"; then seen=1; break; fi
+  if trainer_log | grep -q "checkpoint step $KILL_AFTER saved"; then seen=1; break; fi
   [ "$(docker inspect -f '{{.State.Running}}' "$trainer_id")" = true ] || break
   sleep 1
 done
-[ "$seen" = 1 ] || { compose logs trainer | tail -n 20 >&2; fail "the trainer never saved checkpoint $KILL_AFTER"; }
-compose kill trainer >/dev/null
+[ "$seen" = 1 ] || { trainer_log | tail -n 20 >&2; fail "the trainer never saved checkpoint $KILL_AFTER"; }
+compose kill trainer >/dev/null 2>&1
 docker wait "$trainer_id" >/dev/null
 [ "$(docker inspect -f '{{.State.ExitCode}}' "$trainer_id")" = 137 ] || fail "the trainer was not killed mid-run"
-! compose logs --no-log-prefix trainer | grep -q "^done:" || fail "the trainer had already finished: no kill mid-run"
-saved_before=$(compose logs --no-log-prefix trainer | grep -o 'checkpoint step [0-9]* saved' | tail -n 1 | grep -o '[0-9]*')
+! trainer_log | grep -q "done: " || fail "the trainer had already finished: no kill mid-run"
+saved_before=$(trainer_log | grep -o 'checkpoint step [0-9]* saved' | tail -n 1 | grep -o '[0-9]*')
 echo "   killed (exit 137) after checkpoint $saved_before"
 
-phase "docker compose up trainer: resumes"
-compose up -d trainer >/dev/null
-docker wait "$trainer_id" >/dev/null
-compose logs --no-log-prefix trainer > /tmp/s3ckpt-compose-test-trainer.log
-[ "$(docker inspect -f '{{.State.ExitCode}}' "$trainer_id")" = 0 ] || { tail -n 20 /tmp/s3ckpt-compose-test-trainer.log >&2; fail "the resumed trainer failed"; }
-grep -q "^resumed from step $saved_before " /tmp/s3ckpt-compose-test-trainer.log \
-  || fail "the trainer did not resume from checkpoint $saved_before: $(grep -E '^(resumed|starting)' /tmp/s3ckpt-compose-test-trainer.log | tail -n 1)"
-grep "^done:" /tmp/s3ckpt-compose-test-trainer.log | sed 's/^/   /'
-rm -f /tmp/s3ckpt-compose-test-trainer.log
-
-phase "an uninterrupted run of the same job (run 'reference', full speed)"
+# The uninterrupted run of the same job (run 'reference') trains beside the resumed one: one core each.
 run_trainer() { compose run --rm --no-deps -T trainer "$@"; }
-run_trainer s3ckpt-train --run reference --throttle 0 --no-progress | grep "^done:" | sed 's/^/   /' \
-  || fail "the uninterrupted run failed"
+phase "docker compose up trainer (resumes; at full speed now), and an uninterrupted run beside it"
+run_trainer s3ckpt-train --run reference --throttle 0 --no-progress >"$work/reference.log" 2>&1 &
+reference=$!
+TRAINER_THROTTLE=0 compose up -d trainer >/dev/null 2>&1
+trainer_id=$(trainer_cid)
+docker wait "$trainer_id" >/dev/null
+trainer_log > "$work/trainer.log"
+[ "$(docker inspect -f '{{.State.ExitCode}}' "$trainer_id")" = 0 ] || { tail -n 20 "$work/trainer.log" >&2; fail "the resumed trainer failed"; }
+grep -q "resumed from step $saved_before " "$work/trainer.log" \
+  || fail "the trainer did not resume from checkpoint $saved_before: $(grep -E -o '(resumed from step [0-9]*|starting run)' "$work/trainer.log" | tail -n 1)"
+grep -o "done: .*" "$work/trainer.log" | sed "s/^/   resumed:       /"
+wait "$reference" || { tail -n 20 "$work/reference.log" >&2; fail "the uninterrupted run failed"; }
+grep -o "done: .*" "$work/reference.log" | sed "s/^/   uninterrupted: /"
+phase "comparing the two runs"
 run_trainer s3ckpt verify all --run digits >/dev/null || fail "the resumed run's checkpoints do not verify"
 python3 - "$(run_trainer s3ckpt show latest --run digits)" "$(run_trainer s3ckpt show latest --run reference)" <<'EOF' || fail "the resumed run differs from the uninterrupted one"
 import json, sys
@@ -193,8 +204,8 @@ phase "save through minio1, verified load through minio3 and minio4"
 on_node minio1 s3ckpt init >/dev/null || fail "cannot create the bucket on the distributed MinIO"
 on_node minio1 s3ckpt-train --run dist --steps 20 --ckpt-every 10 --no-progress >/dev/null \
   || fail "training with checkpoints against the distributed MinIO failed"
-on_node minio3 s3ckpt verify all --run dist | sed 's/^/   /'
-[ "${PIPESTATUS[0]}" = 0 ] || fail "the checkpoints saved on the distributed MinIO do not verify"
+on_node minio3 s3ckpt verify all --run dist | sed 's/^/   /' \
+  || fail "the checkpoints saved on the distributed MinIO do not verify"
 out=$(on_node minio4 s3ckpt-train --run dist --steps 20 --resume must --no-progress) \
   || fail "loading the checkpoint from the distributed MinIO failed"
 grep -q "^resumed from step 20 " <<<"$out" || fail "the load did not find step 20: $out"
