@@ -184,9 +184,13 @@ for what, x, y in [("step", a["metadata"]["step"], b["metadata"]["step"]),
 EOF
 
 phase "the trainer's key is refused outside its bucket"
-if run_trainer s3ckpt init --bucket s3ckpt-compose-test-other >/dev/null 2>&1; then
-  fail "the trainer's key could create another bucket: it is not limited to $S3CKPT_BUCKET"
+other=s3ckpt-compose-test-other
+compose run --rm --no-deps -T -e S3CKPT_ACCESS_KEY="$MINIO_ROOT_USER" -e S3CKPT_SECRET_KEY="$MINIO_ROOT_PASSWORD" \
+  trainer s3ckpt init --bucket "$other" >/dev/null || fail "the root key could not create a second bucket"
+if out=$(run_trainer s3ckpt list --bucket "$other" 2>&1); then
+  fail "the trainer's key could list bucket $other: it is not limited to $S3CKPT_BUCKET ($out)"
 fi
+echo "   listing bucket $other with the trainer's key: $out"
 compose down -v --remove-orphans >/dev/null 2>&1
 
 # --- 6. distributed MinIO ----------------------------------------------------------------------------------
