@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -58,9 +59,45 @@ def test_createbuckets_script_and_policy() -> None:
     assert r.returncode == 0, r.stderr
     policy = json.loads((HERE / "compose" / "trainer-policy.json").read_text())
     resources = {res for st in policy["Statement"] for res in st["Resource"]}
-    assert resources == {"arn:aws:s3:::BUCKET", "arn:aws:s3:::BUCKET/*"}  # sed fills in the bucket name
+    assert resources == {"arn:aws:s3:::BUCKET", "arn:aws:s3:::BUCKET/*"}  # createbuckets fills in the bucket
     actions = {a for st in policy["Statement"] for a in st["Action"]}
     # everything the library does as the trainer: list, versions, multipart clean-up, conditional put
     assert {"s3:ListBucketMultipartUploads", "s3:AbortMultipartUpload", "s3:ListBucketVersions",
             "s3:DeleteObjectVersion", "s3:PutObject", "s3:GetObject"} <= actions
     assert not any(a.startswith("admin:") or a == "s3:*" for a in actions)
+
+
+FAKE_MC = f"""#!{sys.executable}
+# stands in for mc: records its arguments, and keeps a copy of a policy file it is given
+import os, shutil, sys
+log = os.environ["MC_LOG"]
+with open(log, "a") as f:
+    f.write(" ".join(sys.argv[1:]) + "\\n")
+if sys.argv[1:4] == ["admin", "policy", "create"]:
+    shutil.copy(sys.argv[6], log + ".policy.json")
+"""
+
+
+def test_createbuckets_runs_on_a_shell_and_mc_alone(tmp_path: Path) -> None:
+    """The official mc image has mc and a shell, no sed/grep/awk: the script runs with nothing else on PATH,
+    makes the bucket, versions it, and gives the trainer a policy naming that bucket only."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "mc").write_text(FAKE_MC)
+    (bindir / "mc").chmod(0o755)
+    log = tmp_path / "mc.log"
+    env = {"PATH": str(bindir), "MC_LOG": str(log), "TMPDIR": str(tmp_path),
+           "POLICY_TEMPLATE": str(HERE / "compose" / "trainer-policy.json"),
+           "MINIO_ROOT_USER": "root", "MINIO_ROOT_PASSWORD": "rootpw", "S3CKPT_BUCKET": "my-ckpts",
+           "TRAINER_ACCESS_KEY": "trainer", "TRAINER_SECRET_KEY": "trainer-pw"}
+    r = subprocess.run(["/bin/sh", str(HERE / "compose" / "createbuckets.sh")], env=env, capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "bucket my-ckpts ready" in r.stdout
+    calls = log.read_text().splitlines()
+    assert "mb --ignore-existing local/my-ckpts" in calls
+    assert "version enable local/my-ckpts" in calls
+    assert "admin user add local trainer trainer-pw" in calls
+    policy = json.loads((tmp_path / "mc.log.policy.json").read_text())
+    resources = {res for st in policy["Statement"] for res in st["Resource"]}
+    assert resources == {"arn:aws:s3:::my-ckpts", "arn:aws:s3:::my-ckpts/*"}
