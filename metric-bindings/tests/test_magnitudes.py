@@ -112,18 +112,22 @@ def test_topk_on_the_packed_gemm_any_magnitude(packed_gemm):
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
-def test_the_reported_cases(strategy):
+@pytest.mark.parametrize("n, m", [(6, 50), (40, 16)], ids=["few-against-many", "many-against-few"])
+def test_the_reported_cases(strategy, n, m):
     """Rows scaled by 1e30 and 1e-30 in float32 (squared norms overflow or underflow float32): cosine does not
-    depend on scale."""
+    depend on scale. One side scaled and the other not shows that each kernel checks its own rows (for
+    "packed", (40, 16) runs the few-columns kernel)."""
     rng = np.random.default_rng(0)
-    a = rng.standard_normal((6, 64)).astype(np.float32)
-    b = rng.standard_normal((50, 64)).astype(np.float32)
+    a = rng.standard_normal((n, 64)).astype(np.float32)
+    b = rng.standard_normal((m, 64)).astype(np.float32)
     expected = reference(a, b)
-    for sa, sb in [(1e30, 1.0), (1e-30, 1.0), (1e30, 1e-30), (1e-30, 1e-30), (1e30, 1e30)]:
+    pairs = min(n, m)
+    for sa, sb in [(1e30, 1.0), (1e-30, 1.0), (1.0, 1e30), (1.0, 1e-30), (1e30, 1e-30), (1e-30, 1e-30),
+                   (1e30, 1e30)]:
         got = mb.cosine_similarity(a * np.float32(sa), b * np.float32(sb), strategy=strategy)
         np.testing.assert_allclose(got, expected, atol=2e-5, rtol=0)
         np.testing.assert_allclose(
-            mb.paired_cosine_similarity(a * np.float32(sa), b[:6] * np.float32(sb)),
+            mb.paired_cosine_similarity(a[:pairs] * np.float32(sa), b[:pairs] * np.float32(sb)),
             np.diagonal(expected),
             atol=2e-5,
             rtol=0,

@@ -292,18 +292,22 @@ struct AScratch {
 
 /// Few columns: R rows of A (broadcast straight from their rows, no packing) against the V * 16 packed rows of
 /// B (k-major: for each k, V vectors of 16 B rows, padded with zeros). R * V accumulators stay in registers; each
-/// k loads V vectors and R scalars for R * V FMAs, so the kernel is bound by the FMAs, not by memory, and A is
-/// read once. The tile is scaled by inv_a[r] * inv_b and stored as m values per output row.
+/// k loads V vectors and R scalars for R * V FMAs. Every 16 k the same pass also sums the squares of the R rows
+/// (one vector load each: the norms cost no second pass) and prefetches the next tile's rows at that depth, so
+/// that reading A from memory overlaps the FMAs instead of alternating with them. The tile is scaled by
+/// inv_a[r] * inv_b and stored as m values per output row.
 template <int V, int R>
-void few_columns_tile(const float* const* rows, std::int64_t d, const float* __restrict bp, const float* inv_a,
-                      const float* inv_b, std::int64_t m, float* out, std::int64_t ldo) {
+void few_columns_tile(const float* const* rows, std::int64_t next, std::int64_t d, const float* __restrict bp,
+                      const float* inv_b, std::int64_t m, float* out, std::int64_t ldo, RangeFlag& out_of_range) {
     constexpr std::int64_t W = 16 * V;
-    __m512 acc[R][V];
+    __m512 acc[R][V], sq[R];
 #pragma GCC unroll 16
-    for (int r = 0; r < R; ++r)
+    for (int r = 0; r < R; ++r) {
+        sq[r] = _mm512_setzero_ps();
 #pragma GCC unroll 4
         for (int v = 0; v < V; ++v) acc[r][v] = _mm512_setzero_ps();
-    for (std::int64_t k = 0; k < d; ++k) {
+    }
+    auto step = [&](std::int64_t k) {
         __m512 bv[V];
 #pragma GCC unroll 4
         for (int v = 0; v < V; ++v) bv[v] = _mm512_load_ps(bp + k * W + 16 * v);
@@ -313,10 +317,31 @@ void few_columns_tile(const float* const* rows, std::int64_t d, const float* __r
 #pragma GCC unroll 4
             for (int v = 0; v < V; ++v) acc[r][v] = _mm512_fmadd_ps(av, bv[v], acc[r][v]);
         }
+    };
+    std::int64_t k0 = 0;
+    for (; k0 + 16 <= d; k0 += 16) {
+#pragma GCC unroll 16
+        for (int r = 0; r < R; ++r) {
+            _mm_prefetch(reinterpret_cast<const char*>(rows[r] + next + k0), _MM_HINT_T0);
+            const __m512 x = _mm512_loadu_ps(rows[r] + k0);
+            sq[r] = _mm512_fmadd_ps(x, x, sq[r]);
+        }
+#pragma GCC unroll 16
+        for (int k = 0; k < 16; ++k) step(k0 + k);
+    }
+    if (k0 < d) {
+        const __mmask16 km = __mmask16((1u << (d - k0)) - 1u);
+#pragma GCC unroll 16
+        for (int r = 0; r < R; ++r) {
+            const __m512 x = _mm512_maskz_loadu_ps(km, rows[r] + k0);
+            sq[r] = _mm512_fmadd_ps(x, x, sq[r]);
+        }
+        for (std::int64_t k = k0; k < d; ++k) step(k);
     }
 #pragma GCC unroll 16
     for (int r = 0; r < R; ++r) {
-        const __m512 ar = _mm512_set1_ps(inv_a[r]);
+        const float inv_a = inverse_norm<float>(_mm512_reduce_add_ps(sq[r]), rows[r], d, 1, out_of_range);
+        const __m512 ar = _mm512_set1_ps(inv_a);
 #pragma GCC unroll 4
         for (int v = 0; v < V; ++v) {
             const std::int64_t left = m - 16 * v;
@@ -327,22 +352,8 @@ void few_columns_tile(const float* const* rows, std::int64_t d, const float* __r
     }
 }
 
-/// Rows [i0, i0 + count) of A (count <= R) through few_columns_tile: full tiles of R rows, then one row at a time.
-template <int V, int R>
-void few_columns_rows(const float* a, std::int64_t lda, std::int64_t i0, std::int64_t count, std::int64_t d,
-                      const float* bp, const float* inv_a, const float* inv_b, std::int64_t m, float* out,
-                      std::int64_t ldo) {
-    const float* rows[R];
-    for (std::int64_t r = 0; r < count; ++r) rows[r] = a + (i0 + r) * lda;
-    if (count == R) {
-        few_columns_tile<V, R>(rows, d, bp, inv_a, inv_b, m, out + i0 * ldo, ldo);
-        return;
-    }
-    for (std::int64_t r = 0; r < count; ++r)
-        few_columns_tile<V, 1>(rows + r, d, bp, inv_a + r, inv_b, m, out + (i0 + r) * ldo, ldo);
-}
-
-/// The whole call for V vectors of B rows (m <= 16 V): B packed once, A's rows in tiles of R on all threads.
+/// The whole call for V vectors of B rows (m <= 16 V): B packed once, A's rows in tiles of R on all threads (a
+/// short last tile one row at a time).
 template <int V, int R>
 void few_columns(const float* a, std::int64_t lda, std::int64_t n, const float* b, std::int64_t ldb, std::int64_t m,
                  std::int64_t d, float* out, std::int64_t ldo, RangeFlag& out_of_range) {
@@ -359,26 +370,21 @@ void few_columns(const float* a, std::int64_t lda, std::int64_t n, const float* 
         }
         inv_b[s] = s < m ? inverse_norm<float>(sum, b + s * ldb, d, 1, out_of_range) : 0.0f;
     }
-    const std::int64_t tiles = (n + R - 1) / R;
-    parallel_for(tiles, std::max<std::int64_t>(1, (std::int64_t{1} << 16) / (R * d)), [&](std::int64_t t0, std::int64_t t1) {
+    const std::int64_t full = n / R;  // tiles of R rows
+    parallel_for(full, std::max<std::int64_t>(1, (std::int64_t{1} << 16) / (R * d)), [&](std::int64_t t0, std::int64_t t1) {
+        const float* rows[R];
         for (std::int64_t t = t0; t < t1; ++t) {
-            const std::int64_t i0 = t * R, count = std::min<std::int64_t>(R, n - i0);
-            float inv_a[R];
-            for (std::int64_t r = 0; r < count; ++r) {  // norms first: this also brings the rows into cache
-                const float* x = a + (i0 + r) * lda;
-                __m512 sq = _mm512_setzero_ps();
-                std::int64_t k = 0;
-                for (; k + 16 <= d; k += 16) {
-                    const __m512 v = _mm512_loadu_ps(x + k);
-                    sq = _mm512_fmadd_ps(v, v, sq);
-                }
-                double sum = _mm512_reduce_add_ps(sq);
-                for (; k < d; ++k) sum += static_cast<double>(x[k]) * static_cast<double>(x[k]);
-                inv_a[r] = inverse_norm<float>(sum, x, d, 1, out_of_range);
-            }
-            few_columns_rows<V, R>(a, lda, i0, count, d, bp, inv_a, inv_b, m, out, ldo);
+            const std::int64_t i0 = t * R;
+#pragma GCC unroll 16
+            for (int r = 0; r < R; ++r) rows[r] = a + (i0 + r) * lda;
+            const std::int64_t next = t + 1 < t1 ? R * lda : 0;  // the next tile's rows, prefetched meanwhile
+            few_columns_tile<V, R>(rows, next, d, bp, inv_b, m, out + i0 * ldo, ldo, out_of_range);
         }
     });
+    for (std::int64_t i = full * R; i < n; ++i) {
+        const float* row = a + i * lda;
+        few_columns_tile<V, 1>(&row, 0, d, bp, inv_b, m, out + i * ldo, ldo, out_of_range);
+    }
 }
 
 }  // namespace

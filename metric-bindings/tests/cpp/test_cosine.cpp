@@ -347,10 +347,13 @@ TEST(Core, TopkOnThePackedGemmMatchesTheSortedMatrix) {
 
 TYPED_TEST(Typed, RowsOfAnyMagnitudeGiveTheRightCosines) {
     // Rows scaled from T's subnormals to T's max, mixed: every strategy, the paired pass and every top-k scorer
-    // (fused: <= 8 queries; CBLAS or packed: more) agree with the double reference on rescaled rows.
+    // (fused: <= 8 queries; CBLAS or packed: more) agree with the double reference on rescaled rows. With B's
+    // rows all in range too, so that each kernel must catch A's rows itself ((40, 9): the few-columns kernel).
     using T = TypeParam;
-    for (auto [n, m, d] : {std::tuple{13, 40, 33}, {5, 70, 8}, {40, 9, 100}}) {
-        auto av = any_scale_matrix<T>(n, d, 41 + n), bv = any_scale_matrix<T>(m, d, 42 + m);
+    for (auto [n, m, d, b_in_range] : {std::tuple{13, 40, 33, false}, {5, 70, 8, false}, {40, 9, 100, false},
+                                       {13, 40, 33, true}, {40, 9, 100, true}}) {
+        auto av = any_scale_matrix<T>(n, d, 41 + n);
+        auto bv = b_in_range ? random_matrix<T>(m, d, 42 + m) : any_scale_matrix<T>(m, d, 42 + m);
         auto a = mb::MatrixView<T>::row_major(av.data(), n, d), b = mb::MatrixView<T>::row_major(bv.data(), m, d);
         const auto at = column_major_copy(av, n, d), bt = column_major_copy(bv, m, d);
         const auto af = mb::MatrixView<T>::col_major(at.data(), n, d), bf = mb::MatrixView<T>::col_major(bt.data(), m, d);
