@@ -51,7 +51,7 @@ constexpr std::size_t kTileBytes = std::size_t{32} << 20;  // GEMM operand tile:
 constexpr double kPackedMinWork = double(std::int64_t{1} << 29);  // Auto: N M D from which PackedGemm wins
 constexpr double kPackedMaxA = double(std::int64_t{16} << 20);     // Auto: PackedGemm only if A has <= 16M values
 constexpr std::int64_t kFewColumnsMin = 8;  // Auto: B rows from which the few-columns kernel wins
-constexpr std::int64_t kPrefetchBytes = 4096;  // fused kernel: how far ahead the big side is prefetched
+constexpr std::int64_t kPrefetchBytes = 4096;  // streaming kernels: how far ahead rows are prefetched
 constexpr std::size_t kPackedScratchBytes = std::size_t{4} << 20;  // top-k: the packed GEMM's B panels (2 x 1 MiB)
 
 // ---------------------------------------------------------------- BLAS operands
@@ -262,6 +262,22 @@ struct NormalizeScratch {
     }
 };
 
+// ---------------------------------------------------------------- streaming the large side
+
+/// The kernels that stream rows from memory once (fused, paired) prefetch the rows about kPrefetchBytes ahead,
+/// so that the loads overlap the arithmetic: the hardware prefetcher alone left about a third of the memory
+/// bandwidth unused (bench/).
+template <typename T>
+std::int64_t rows_ahead(std::int64_t d) {
+    return std::max<std::int64_t>(2, kPrefetchBytes / std::max<std::int64_t>(d * std::int64_t{sizeof(T)}, 1));
+}
+
+/// Prefetches the d contiguous elements of a row, one request per cache line.
+template <typename T>
+inline void prefetch_row(const T* row, std::int64_t d) {
+    for (std::int64_t k = 0; k < d; k += 64 / std::int64_t{sizeof(T)}) __builtin_prefetch(row + k);
+}
+
 // ---------------------------------------------------------------- fused kernel for a small side
 
 /// One pass over the big side for shapes where one side has only a few rows (one query against many items, or
@@ -273,21 +289,16 @@ template <typename T>
 void fused_small(const MatrixView<T>& big, const T* small, const T* inv_small, std::int64_t ns, std::int64_t d,
                  T* out, std::int64_t os_big, std::int64_t os_small, RangeFlag& flag) {
     const std::int64_t grain = std::max<std::int64_t>(2, kParallelGrain / std::max<std::int64_t>(d * ns, 1));
-    // The big side streams from memory once: its rows are prefetched about kPrefetchBytes ahead, so that the
-    // loads overlap the arithmetic (the hardware prefetcher alone left half the bandwidth unused).
-    const std::int64_t row_bytes = d * static_cast<std::int64_t>(sizeof(T));
-    const std::int64_t ahead = std::max<std::int64_t>(2, kPrefetchBytes / std::max<std::int64_t>(row_bytes, 1)) *
-                               big.row_stride;
-    constexpr std::int64_t kLine = 64 / sizeof(T);
+    const std::int64_t ahead = rows_ahead<T>(d);
     parallel_for(big.rows, grain, [&](std::int64_t lo, std::int64_t hi) {
         std::int64_t i = lo;
         // Two big rows at a time against four small rows: 6 loads feed 8 FMAs (register blocking).
         for (; i + 2 <= hi; i += 2) {
             const T* x = big.data + i * big.row_stride;
             const T* z = x + big.row_stride;
-            for (std::int64_t k = 0; k < d; k += kLine) {  // never faults, even past the end
-                __builtin_prefetch(x + ahead + k);
-                __builtin_prefetch(z + ahead + k);
+            if (i + ahead + 1 < big.rows) {
+                prefetch_row(x + ahead * big.row_stride, d);
+                prefetch_row(z + ahead * big.row_stride, d);
             }
             T* o = out + i * os_big;
             T* p = o + os_big;
@@ -660,10 +671,15 @@ void paired_cosine_similarity(const MatrixView<T>& a, const MatrixView<T>& b, T*
     if (n == 0) return;
     const std::int64_t grain = std::max<std::int64_t>(1, kParallelGrain / std::max<std::int64_t>(d, 1));
     if (a.col_stride == 1 && b.col_stride == 1) {  // rows contiguous: one fused, vectorised pass per row
+        const std::int64_t ahead = rows_ahead<T>(2 * d);  // two streams
         parallel_for(n, grain, [&](std::int64_t lo, std::int64_t hi) {
             for (std::int64_t i = lo; i < hi; ++i) {
                 const T* x = a.data + i * a.row_stride;
                 const T* y = b.data + i * b.row_stride;
+                if (i + ahead < n) {
+                    prefetch_row(x + ahead * a.row_stride, d);
+                    prefetch_row(y + ahead * b.row_stride, d);
+                }
                 T dot = 0, na = 0, nb = 0;
 #pragma omp simd reduction(+ : dot, na, nb)
                 for (std::int64_t j = 0; j < d; ++j) {
