@@ -76,12 +76,16 @@ def interleaved_runs(fns: dict[str, Callable[[], object]], repeat: int) -> dict[
     Each timed call starts after a short pause: every BLAS / OpenMP runtime in the process (numpy's OpenBLAS,
     torch's OpenMP pool, ours) keeps its worker threads spinning for up to ~0.1 s after a call, and without
     the pause whichever method comes next in the round would pay for the previous one's spinning threads.
+    Each round starts with the next method: on this VM the first call in a round that allocates a large result
+    was measured 15-50 % slower than the same call later in the round (fresh memory: docs/vm-memory.md).
     """
     for fn in fns.values():
         fn()
     times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(repeat):
-        for k, fn in fns.items():
+    names = list(fns)
+    for r in range(repeat):
+        for k in names[r % len(names):] + names[: r % len(names)]:
+            fn = fns[k]
             time.sleep(SETTLE_S)
             t0 = time.perf_counter()
             fn()
