@@ -118,6 +118,11 @@ struct DepthBlocks {
     std::int64_t size(std::int64_t p, std::int64_t d) const { return std::min(kc, d - p * kc); }
 };
 
+/// The mask of the first `count` of 16 float lanes (count clamped to [0, 16]): partial tiles and depth tails.
+inline __mmask16 first_lanes(std::int64_t count) {
+    return count >= 16 ? __mmask16(0xFFFF) : count <= 0 ? __mmask16(0) : __mmask16((1u << count) - 1u);
+}
+
 /// In-register transpose of 16 vectors of 16 floats.
 inline void transpose16(__m512 r[16]) {
     __m512 t[16];
@@ -223,8 +228,7 @@ inline void micro_kernel(std::int64_t kc, const float* __restrict ap, const floa
         ap += kMR;
         bp += kNR;
     }
-    const __mmask16 m0 = cols >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << cols) - 1u);
-    const __mmask16 m1 = cols >= 32 ? __mmask16(0xFFFF) : cols <= 16 ? __mmask16(0) : __mmask16((1u << (cols - 16)) - 1u);
+    const __mmask16 m0 = first_lanes(cols), m1 = first_lanes(cols - 16);
     const __m512 s0 = _mm512_load_ps(inv_b), s1 = _mm512_load_ps(inv_b + 16);
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {
@@ -330,7 +334,7 @@ void few_columns_tile(const float* const* rows, std::int64_t next, std::int64_t 
         for (int k = 0; k < 16; ++k) step(k0 + k);
     }
     if (k0 < d) {
-        const __mmask16 km = __mmask16((1u << (d - k0)) - 1u);
+        const __mmask16 km = first_lanes(d - k0);
 #pragma GCC unroll 16
         for (int r = 0; r < R; ++r) {
             const __m512 x = _mm512_maskz_loadu_ps(km, rows[r] + k0);
@@ -344,8 +348,7 @@ void few_columns_tile(const float* const* rows, std::int64_t next, std::int64_t 
         const __m512 ar = _mm512_set1_ps(inv_a);
 #pragma GCC unroll 4
         for (int v = 0; v < V; ++v) {
-            const std::int64_t left = m - 16 * v;
-            const __mmask16 mask = left >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << left) - 1u);
+            const __mmask16 mask = first_lanes(m - 16 * v);
             const __m512 scale = _mm512_mul_ps(ar, _mm512_load_ps(inv_b + 16 * v));
             _mm512_mask_storeu_ps(out + r * ldo + 16 * v, mask, _mm512_mul_ps(acc[r][v], scale));
         }
