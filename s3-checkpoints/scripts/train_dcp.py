@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import gc
 import json
 import os
 import sys
@@ -52,6 +53,16 @@ def train_step(model: nn.Module, opt: torch.optim.Optimizer, step: int, width: i
     t = loss.detach().clone()
     dist.all_reduce(t)
     return t.item() / dist.get_world_size()
+
+
+def leave(completed: bool) -> None:
+    """Destroy the process group, cleanly. After a completed run every rank first waits for the others, so
+    none tears its connections down while a peer still talks to it; then the modules and optimizer state
+    that hold the group are freed now, not by gloo threads during interpreter exit (which aborts)."""
+    if completed:
+        dist.barrier()
+    gc.collect()
+    dist.destroy_process_group()
 
 
 def train(a: argparse.Namespace) -> None:
@@ -97,13 +108,15 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
     dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=60))
+    completed = False
     try:
         train(a)
+        completed = True
     except S3CkptError as e:
         print(f"train_dcp (rank {dist.get_rank()}): error: {e}", file=sys.stderr)
         return 2
     finally:
-        dist.destroy_process_group()
+        leave(completed)
     return 0
 
 

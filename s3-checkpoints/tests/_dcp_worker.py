@@ -93,10 +93,14 @@ def settings() -> S3Settings:
 
 
 def main() -> None:
-    mode, out = sys.argv[1], sys.argv[2]
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
     dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=60))
+    run_mode(sys.argv[1], sys.argv[2])
+    train_dcp.leave(completed=True)  # as the demo job ends
+
+
+def run_mode(mode: str, out: str) -> None:
     run = os.environ.get("DCP_TEST_RUN", "dcp")
     kw = {"run": run, "settings": settings(), "on_event": on_event}
     if mode == "save":
@@ -133,7 +137,6 @@ def main() -> None:
             if (s + 1) % every == 0:
                 s3dcp.save(state(model, opt), s + 1, **kw)
                 report(f"EVENT {dist.get_rank()} checkpoint {s + 1}")
-    dist.destroy_process_group()
 
 
 if __name__ == "__main__":
