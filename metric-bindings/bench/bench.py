@@ -8,6 +8,10 @@ Medians of --repeat rounds after one warm-up, the methods of a shape timed round
 before each call (other libraries' worker threads stop spinning); ratios are "their time / our time"
 (> 1: we are faster).
 Also the machine's sgemm GFLOP/s measured in the same run, and our share of it.
+With --baseline (another build's extension, e.g. from `make bench BASELINE=<git rev>`): a before/after table,
+every shape timed in --pairs back-to-back pairs of calls (ours, the other build), and the median of the
+per-pair ratios: pairs cancel this VM's drifts in memory bandwidth, which move medians by 10 % from minute to
+minute.
 
 Run it as `make bench` (or `make bench-quick`), which unsets OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE for this
 command only, so that numpy's OpenBLAS picks its best kernel; the kernel each BLAS runs is printed.
@@ -38,7 +42,6 @@ QUICK_FULL = [(1, 20_000, 512), (64, 20_000, 512), (1024, 1024, 512), (1024, 102
 QUICK_ROWWISE = [(200_000, 128), (20_000, 768)]
 QUICK_TOPK = [(64, 20_000, 512, 10)]
 SETTLE_S = 0.2  # pause before each timed call; see interleaved_medians
-BASELINE = None  # another build's _core module (--baseline), timed beside ours on the same inputs
 
 
 def load_baseline(path: Path):
@@ -54,22 +57,13 @@ def load_baseline(path: Path):
     return module
 
 
-def with_baseline(fns: dict[str, Callable[[], object]], call: Callable[[object], object]
-                  ) -> dict[str, Callable[[], object]]:
-    """fns plus a "baseline" method (call(BASELINE)) right after ours, when --baseline is given."""
-    if BASELINE is None:
-        return fns
-    out = {"ours": fns["ours"], "baseline": lambda: call(BASELINE)}
-    out.update(fns)
-    return out
-
-
 def interleaved_medians(fns: dict[str, Callable[[], object]], repeat: int) -> dict[str, float]:
     """Median time of each function (see interleaved_runs)."""
     return {k: float(np.median(v)) for k, v in interleaved_runs(fns, repeat).items()}
 
 
-def interleaved_runs(fns: dict[str, Callable[[], object]], repeat: int) -> dict[str, list[float]]:
+def interleaved_runs(fns: dict[str, Callable[[], object]], repeat: int, settle: float = SETTLE_S
+                     ) -> dict[str, list[float]]:
     """Every timed run of each function, timed round-robin (one call of each per round, after one warm-up
     call each), so that load from other processes on a shared machine hits every method alike.
 
@@ -86,7 +80,7 @@ def interleaved_runs(fns: dict[str, Callable[[], object]], repeat: int) -> dict[
     for r in range(repeat):
         for k in names[r % len(names):] + names[: r % len(names)]:
             fn = fns[k]
-            time.sleep(SETTLE_S)
+            time.sleep(settle)
             t0 = time.perf_counter()
             fn()
             times[k].append(time.perf_counter() - t0)
@@ -122,7 +116,7 @@ def time_full(a: np.ndarray, b: np.ndarray, repeat: int, torch, sk_cos) -> dict[
     out = np.empty((a.shape[0], b.shape[0]), np.float32)
     ta, tb = torch.from_numpy(a), torch.from_numpy(b)
     F = torch.nn.functional
-    return interleaved_runs(with_baseline(
+    return interleaved_runs(
         {
             "ours": lambda: mb.cosine_similarity(a, b),
             "ours (out=)": lambda: mb.cosine_similarity(a, b, out=out),
@@ -131,7 +125,6 @@ def time_full(a: np.ndarray, b: np.ndarray, repeat: int, torch, sk_cos) -> dict[
             "sklearn": lambda: sk_cos(a, b),
             "torch": lambda: F.normalize(ta, dim=1) @ F.normalize(tb, dim=1).T,
         },
-        lambda core: core.cosine_similarity(a, b, None, "auto")),
         repeat,
     )
 
@@ -158,14 +151,13 @@ def time_rowwise(a: np.ndarray, b: np.ndarray, repeat: int, torch) -> dict[str, 
     def numpy_rowwise() -> np.ndarray:
         return np.einsum("ij,ij->i", a, b) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
 
-    return interleaved_medians(with_baseline(
+    return interleaved_medians(
         {
             "ours": lambda: mb.paired_cosine_similarity(a, b),
             "ours (out=)": lambda: mb.paired_cosine_similarity(a, b, out=out),
             "numpy einsum": numpy_rowwise,
             "torch F.cosine_similarity": lambda: torch.nn.functional.cosine_similarity(ta, tb, dim=1),
         },
-        lambda core: core.paired_cosine_similarity(a, b, None)),
         repeat,
     )
 
@@ -192,13 +184,12 @@ def time_topk(a: np.ndarray, b: np.ndarray, k: int, repeat: int, torch) -> dict[
         order = np.argsort(-vals, axis=1)
         return np.take_along_axis(vals, order, 1), np.take_along_axis(part, order, 1)
 
-    return interleaved_medians(with_baseline(
+    return interleaved_medians(
         {
             "ours": lambda: mb.topk_cosine(a, b, k),
             "numpy": numpy_topk,
             "torch": lambda: torch.topk(F.normalize(ta, dim=1) @ F.normalize(tb, dim=1).T, k, dim=1),
         },
-        lambda core: core.topk_cosine(a, b, k, mb.DEFAULT_TOPK_BUDGET)),
         repeat,
     )
 
@@ -220,15 +211,11 @@ def vs(t: dict[str, float], key: str) -> str:
 
 def table(header: str, rows: list[dict], first_cells, others: list[str], last_cells=lambda r: []
           ) -> list[str]:
-    """A markdown table: the shape, the cells first_cells(row) gives, one vs() cell per other method (the
-    baseline build first, with --baseline), then the cells last_cells(row) gives."""
-    base = BASELINE is not None
-    if base:  # right after the shape
-        header = header.replace(" | ", " | baseline build ms (x) | ", 1)
+    """A markdown table: the shape, the cells first_cells(row) gives, one vs() cell per other method, then the
+    cells last_cells(row) gives."""
     out = [header, "|" + "---|" * (header.count("|") - 1)]
     for r in rows:
-        cells = [str(tuple(r["shape"]))] + ([vs(r["times"], "baseline")] if base else [])
-        cells += first_cells(r) + [vs(r["times"], k) for k in others]
+        cells = [str(tuple(r["shape"]))] + first_cells(r) + [vs(r["times"], k) for k in others]
         cells += last_cells(r)
         out.append("| " + " | ".join(cells) + " |")
     return out
@@ -335,31 +322,54 @@ def fma_peak() -> tuple[float | None, str]:
                     "bench/fma_peak.cpp)")
 
 
-def compare_builds(full, rowwise, topk, repeat: int, rng: np.random.Generator) -> list[str]:
-    """Ours against the --baseline build only, every bench shape, interleaved: a before/after table."""
+def build_cases(baseline, full, rowwise, topk, rng: np.random.Generator
+                ) -> list[tuple[str, Callable[[], object], Callable[[], object]]]:
+    """(name, our call, the baseline build's call) for every bench shape, on the same inputs."""
     cases = []
     for n, m, d in full:
         a, b = rng.standard_normal((n, d), dtype=np.float32), rng.standard_normal((m, d), dtype=np.float32)
         cases.append((f"cosine_similarity {(n, m, d)}", lambda a=a, b=b: mb.cosine_similarity(a, b),
-                      lambda a=a, b=b: BASELINE.cosine_similarity(a, b, None, "auto")))
+                      lambda a=a, b=b: baseline.cosine_similarity(a, b, None, "auto")))
     for n, d in rowwise:
         a, b = rng.standard_normal((n, d), dtype=np.float32), rng.standard_normal((n, d), dtype=np.float32)
         cases.append((f"paired {(n, d)}", lambda a=a, b=b: mb.paired_cosine_similarity(a, b),
-                      lambda a=a, b=b: BASELINE.paired_cosine_similarity(a, b, None)))
+                      lambda a=a, b=b: baseline.paired_cosine_similarity(a, b, None)))
     for n, m, d, k in topk:
         a, b = rng.standard_normal((n, d), dtype=np.float32), rng.standard_normal((m, d), dtype=np.float32)
         cases.append((f"topk {(n, m, d, k)}", lambda a=a, b=b, k=k: mb.topk_cosine(a, b, k),
-                      lambda a=a, b=b, k=k: BASELINE.topk_cosine(a, b, k, mb.DEFAULT_TOPK_BUDGET)))
-    out = ["| call (shape) | ours median ms | baseline median ms | ours / baseline (median) "
-           "| ours / baseline (fastest runs) |", "|---|---|---|---|---|"]
+                      lambda a=a, b=b, k=k: baseline.topk_cosine(a, b, k, mb.DEFAULT_TOPK_BUDGET)))
+    return cases
+
+
+def before_after(cases, pairs: int, progress) -> tuple[list[str], list[dict]]:
+    """Ours against the baseline build, shape by shape: `pairs` rounds of one call each, back to back (which
+    one opens the round alternates). Each round gives one ratio, baseline time / ours (> 1: we are faster);
+    the table reports their median with its 95 % confidence interval, beside the plain medians and the fastest
+    runs.
+
+    On this VM a call's time swings by 10-20 % from one call to the next even with nothing else running (the
+    host's memory bandwidth and clock; CPU time swings with it), so resolving 3 % takes a few hundred pairs.
+    No pause between the calls: neither build keeps threads spinning (both run the one OpenBLAS loaded)."""
+    out = ["| call (shape) | ours median ms | baseline median ms | baseline / ours, median of pairs (x) "
+           "| 95 % interval | fastest runs (x) |", "|---|---|---|---|---|---|"]
+    rows = []
     for name, ours, base in cases:
-        runs = interleaved_runs({"ours": ours, "baseline": base}, repeat)
-        med = {k: float(np.median(v)) for k, v in runs.items()}
-        best = {k: float(np.min(v)) for k, v in runs.items()}
-        out.append(f"| {name} | {med['ours'] * 1e3:.1f} | {med['baseline'] * 1e3:.1f} "
-                   f"| {med['ours'] / med['baseline']:.3f} | {best['ours'] / best['baseline']:.3f} |")
-        print(out[-1], flush=True)
-    return out
+        runs = interleaved_runs({"ours": ours, "baseline": base}, pairs, settle=0.0)
+        ratios = np.sort(np.array(runs["baseline"]) / np.array(runs["ours"]))
+        med = float(np.median(ratios))
+        # Distribution-free interval for a median: the order statistics n/2 -+ 1.96 sqrt(n)/2.
+        half = 0.98 * np.sqrt(len(ratios))
+        lo = float(ratios[max(0, int(np.floor(len(ratios) / 2 - half)))])
+        hi = float(ratios[min(len(ratios) - 1, int(np.ceil(len(ratios) / 2 + half)))])
+        rows.append({"call": name, "runs": runs, "paired_median": med, "paired_ci95": [lo, hi]})
+        ours_ms, base_ms = (float(np.median(runs[k])) * 1e3 for k in ("ours", "baseline"))
+        out.append(f"| {name} | {ours_ms:.1f} | {base_ms:.1f} | {med:.3f} | {lo:.3f}-{hi:.3f} "
+                   f"| {min(runs['baseline']) / min(runs['ours']):.2f} |")
+        progress.update(1)
+    worst = min(rows, key=lambda r: r["paired_median"])
+    out += ["", f"Slowest against the baseline: {worst['call']}, {worst['paired_median']:.3f}x "
+            "(median of pairs; 0.970 = 3 % slower)."]
+    return out, rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -367,16 +377,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="smaller shapes (about 10x less work)")
     p.add_argument("--repeat", type=int, default=5, help="timed runs per method, median reported (>= 5)")
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results", help="results folder")
-    p.add_argument("--baseline", type=Path, help="another build's _core*.so, timed beside ours")
-    p.add_argument("--only", choices=["full", "rowwise", "topk"], nargs="*", help="only these tables")
+    p.add_argument("--baseline", type=Path,
+                   help="another build's _core*.so: adds a before/after table (see make bench BASELINE=)")
+    p.add_argument("--pairs", type=int, default=201,
+                   help="with --baseline: back-to-back pairs of calls per shape (>= 5); their ratios' median")
+    p.add_argument("--only", choices=["full", "rowwise", "topk"], nargs="*", help="only these shapes")
     p.add_argument("--builds-only", action="store_true",
-                   help="with --baseline: time only ours and the baseline build (a before/after table)")
+                   help="with --baseline: only the before/after table (no other libraries)")
     args = p.parse_args(argv)
-    if args.repeat < 5:
-        p.error("--repeat must be >= 5")
-    global BASELINE
-    if args.baseline is not None:
-        BASELINE = load_baseline(args.baseline)
+    if args.repeat < 5 or args.pairs < 5:
+        p.error("--repeat and --pairs must be >= 5")
+    if args.builds_only and args.baseline is None:
+        p.error("--builds-only needs --baseline")
+    baseline = load_baseline(args.baseline) if args.baseline is not None else None
     import torch
     from sklearn.metrics.pairwise import cosine_similarity as sk_cos
     from tqdm import tqdm
@@ -388,65 +401,62 @@ def main(argv: list[str] | None = None) -> int:
     topk = (QUICK_TOPK if args.quick else TOPK) if "topk" in only else []
     load = os.getloadavg()
     header = [f"load average at start {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}"]
-    if BASELINE is not None:
+    if baseline is not None:
         header.append(f"baseline build: {args.baseline}")
     header += [f"python {platform.python_version()}, numpy {np.__version__}, torch {torch.__version__}, "
               f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}"] + blas_report()
     for line in header:
         print(line)
     rng = np.random.default_rng(0)
-    if args.builds_only:
-        if BASELINE is None:
-            p.error("--builds-only needs --baseline")
-        table_lines = compare_builds(full, rowwise, topk, args.repeat, rng)
-        load = os.getloadavg()
-        text = "\n".join([f"- {line}" for line in header]
-                         + [f"- load average at the end {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}", ""]
-                         + table_lines)
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "builds.md").write_text(text + "\n")
-        print(f"\n{text}\nwritten: {args.out / 'builds.md'}")
-        return 0
-    # First, before any BLAS call: spinning BLAS workers would take a core from the probe.
-    fma, fma_line = fma_peak()
-    print(fma_line)
+    data: dict[str, object] = {}
+    tables: list[str] = []
+    if not args.builds_only:
+        # First, before any BLAS call: spinning BLAS workers would take a core from the probe.
+        fma, fma_line = fma_peak()
+        print(fma_line)
+        # The machine's sgemm rate, measured here: our BLAS and numpy's on square pre-normalised inputs.
+        sq = 1024 if args.quick else 4096
+        t_ours, t_np = time_sgemm(rng, sq, args.repeat)
+        flops = 2.0 * sq * sq * 512
+        peak = max(flops / t_ours, flops / t_np) / 1e9
+        peak_line = (f"sgemm ({sq}, {sq}, 512): scipy-openblas32 {flops / t_ours / 1e9:.0f} GFLOP/s, numpy "
+                     f"{flops / t_np / 1e9:.0f} GFLOP/s -> peak used below: {peak:.0f} GFLOP/s")
+        print(peak_line)
+        with tqdm(total=len(full) + len(rowwise) + len(topk), desc="benchmarks", file=sys.stderr) as progress:
+            full_rows = bench_full(full, args.repeat, rng, torch, sk_cos, progress)
+            row_rows = bench_rowwise(rowwise, args.repeat, rng, torch, progress)
+            topk_rows = bench_topk(topk, args.repeat, rng, torch, progress)
+        header += [peak_line, fma_line]
+        tables += ["Full matrix, float32:", ""] + table_full(full_rows, peak) + ["", "Row-wise, float32:", ""]
+        tables += table_rowwise(row_rows) + ["", "Top-k, float32:", ""] + table_topk(topk_rows) + [""]
+        data.update(peak_gflops=peak, fma_peak_gflops=fma, full=full_rows, rowwise=row_rows, topk=topk_rows)
+    if baseline is not None:
+        cases = build_cases(baseline, full, rowwise, topk, rng)
+        with tqdm(total=len(cases), desc="before/after", file=sys.stderr) as progress:
+            lines, rows = before_after(cases, args.pairs, progress)
+        title = f"Before/after, float32: ours against the baseline build, {args.pairs} pairs per shape:"
+        tables += [title, ""] + lines
+        data["before_after"] = rows
 
-    # The machine's sgemm rate, measured here: our BLAS and numpy's on square pre-normalised inputs.
-    sq = 1024 if args.quick else 4096
-    t_ours, t_np = time_sgemm(rng, sq, args.repeat)
-    flops = 2.0 * sq * sq * 512
-    peak = max(flops / t_ours, flops / t_np) / 1e9
-    peak_line = (f"sgemm ({sq}, {sq}, 512): scipy-openblas32 {flops / t_ours / 1e9:.0f} GFLOP/s, numpy "
-                 f"{flops / t_np / 1e9:.0f} GFLOP/s -> peak used below: {peak:.0f} GFLOP/s")
-    print(peak_line)
-
-    with tqdm(total=len(full) + len(rowwise) + len(topk), desc="benchmarks", file=sys.stderr) as progress:
-        full_rows = bench_full(full, args.repeat, rng, torch, sk_cos, progress)
-        row_rows = bench_rowwise(rowwise, args.repeat, rng, torch, progress)
-        topk_rows = bench_topk(topk, args.repeat, rng, torch, progress)
-
-    cmd = "make bench-quick" if args.quick else "make bench"
-    if argv is None and len(sys.argv) > 1 and sys.argv[1:] != ["--quick"]:
-        cmd += " BENCH_ARGS='" + " ".join(a for a in sys.argv[1:] if a != "--quick") + "'"
+    # The command as the user typed it (the Makefile passes it), else this script's own command line.
+    cmd = os.environ.get("BENCH_COMMAND") or " ".join(["python bench/bench.py", *(argv or sys.argv[1:])])
     load = os.getloadavg()
     header.append(f"load average at the end {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}")
     md = [f"Command: `{cmd}` (medians of {args.repeat} round-robin runs after a warm-up; "
           "(x) = their time / ours)", ""]
-    md += [f"- {line}" for line in header + [peak_line, fma_line]] + ["", "Full matrix, float32:", ""]
-    md += table_full(full_rows, peak) + ["", "Row-wise, float32:", ""] + table_rowwise(row_rows)
-    md += ["", "Top-k, float32:", ""] + table_topk(topk_rows)
+    md += [f"- {line}" for line in header] + [""] + tables
     text = "\n".join(md)
     print()
     print(text)
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = "bench-quick" if args.quick else "bench"
+    stem = "builds" if args.builds_only else "bench-quick" if args.quick else "bench"
     (args.out / f"{stem}.md").write_text(text + "\n")
-    (args.out / f"{stem}.json").write_text(json.dumps(
-        {"header": header, "peak_gflops": peak, "fma_peak_gflops": fma, "full": full_rows,
-         "rowwise": row_rows, "topk": topk_rows},
-        indent=1))
-    plot(full_rows, row_rows, args.out / f"{stem}.png")
-    print(f"\nwritten: {args.out / (stem + '.md')}, .json, .png")
+    (args.out / f"{stem}.json").write_text(json.dumps({"header": header, **data}, indent=1))
+    written = [f"{stem}.md", ".json"]
+    if not args.builds_only:
+        plot(full_rows, row_rows, args.out / f"{stem}.png")
+        written.append(".png")
+    print(f"\nwritten: {args.out / written[0]}, " + ", ".join(written[1:]))
     return 0
 
 
