@@ -9,9 +9,9 @@ before each call (other libraries' worker threads stop spinning); ratios are "th
 (> 1: we are faster).
 Also the machine's sgemm GFLOP/s measured in the same run, and our share of it.
 With --baseline (another build's extension, e.g. from `make bench BASELINE=<git rev>`): a before/after table,
-every shape timed in --pairs back-to-back pairs of calls (ours, the other build), and the median of the
-per-pair ratios: pairs cancel this VM's drifts in memory bandwidth, which move medians by 10 % from minute to
-minute.
+every shape timed in --pairs back-to-back pairs of calls (ours, the other build) without pauses, and the
+median of the per-pair ratios with its 95 % interval: it resolves ~1 %, where medians of calls made after
+pauses move by 10 % between runs on this VM (docs/performance.md, "Measuring a change on this VM").
 
 Run it as `make bench` (or `make bench-quick`), which unsets OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE for this
 command only, so that numpy's OpenBLAS picks its best kernel; the kernel each BLAS runs is printed.
@@ -41,7 +41,7 @@ QUICK_FULL = [(1, 20_000, 512), (64, 20_000, 512), (1024, 1024, 512), (1024, 102
               (1024, 1024, 1024)]
 QUICK_ROWWISE = [(200_000, 128), (20_000, 768)]
 QUICK_TOPK = [(64, 20_000, 512, 10)]
-SETTLE_S = 0.2  # pause before each timed call; see interleaved_medians
+SETTLE_S = 0.2  # pause before each timed call; see interleaved_runs
 
 
 def load_baseline(path: Path):
