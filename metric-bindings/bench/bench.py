@@ -9,9 +9,8 @@ before each call (other libraries' worker threads stop spinning); ratios are "th
 (> 1: we are faster).
 Also the machine's sgemm GFLOP/s measured in the same run, and our share of it.
 With --baseline (another build's extension, e.g. from `make bench BASELINE=<git rev>`): a before/after table,
-every shape timed in --pairs back-to-back pairs of calls (ours, the other build) without pauses, and the
-median of the per-pair ratios with its 95 % interval: it resolves ~1 %, where medians of calls made after
-pauses move by 10 % between runs on this VM (docs/performance.md, "Measuring a change on this VM").
+every shape timed in --pairs back-to-back pairs of calls (ours, the other build), and the median of the
+per-pair ratios with its 95 % interval (why: before_after).
 
 Run it as `make bench` (or `make bench-quick`), which unsets OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE for this
 command only, so that numpy's OpenBLAS picks its best kernel; the kernel each BLAS runs is printed.
@@ -67,9 +66,10 @@ def interleaved_runs(fns: dict[str, Callable[[], object]], repeat: int, settle: 
     """Every timed run of each function, timed round-robin (one call of each per round, after one warm-up
     call each), so that load from other processes on a shared machine hits every method alike.
 
-    Each timed call starts after a short pause: every BLAS / OpenMP runtime in the process (numpy's OpenBLAS,
-    torch's OpenMP pool, ours) keeps its worker threads spinning for up to ~0.1 s after a call, and without
-    the pause whichever method comes next in the round would pay for the previous one's spinning threads.
+    Each timed call starts after a pause of `settle` seconds: every BLAS / OpenMP runtime in the process
+    (numpy's OpenBLAS, torch's OpenMP pool, ours) keeps its worker threads spinning for up to ~0.1 s after a
+    call, and without the pause whichever method comes next in the round would pay for the previous one's
+    spinning threads. 0 where no other runtime runs (before_after).
     Each round starts with the next method: on this VM the first call in a round that allocates a large result
     was measured 15-50 % slower than the same call later in the round (fresh memory: docs/vm-memory.md).
     """
