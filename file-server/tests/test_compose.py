@@ -63,13 +63,25 @@ def test_env_example_gives_the_compose_defaults() -> None:
         assert f"${{{key}:-{value}}}" in compose_file, key
 
 
-def test_client_reaches_nginx_only_through_the_published_port() -> None:
-    """The client shares no network with nginx: host network, the published port on loopback by default."""
+def test_client_reaches_both_replicas_only_through_their_published_ports() -> None:
+    """The client shares no network with nginx: host network, the published ports on loopback by default."""
     services = config_services()
-    client, nginx = services["client"], services["nginx"]
+    client = services["client"]
     assert client["network_mode"] == "host" and "networks" not in client
-    assert client["command"][:2] == ["fetch", f"http://127.0.0.1:{nginx['ports'][0]['published']}/"]
-    assert client["depends_on"]["nginx"]["condition"] == "service_healthy"
+    ports = [services[name]["ports"][0]["published"] for name in ("nginx", "nginx2")]
+    assert ports == ["8080", "8081"]
+    urls = [f"http://127.0.0.1:{port}/" for port in ports]
+    assert client["command"][: 1 + len(urls)] == ["fetch", *urls]
+    assert {name: dep["condition"] for name, dep in client["depends_on"].items()} == {
+        "nginx": "service_healthy",
+        "nginx2": "service_healthy",
+    }
+
+
+def test_the_replicas_serve_the_same_pool_the_same_way() -> None:
+    services = config_services()
+    one, two = services["nginx"], services["nginx2"]
+    assert {k: v for k, v in one.items() if k != "ports"} == {k: v for k, v in two.items() if k != "ports"}
 
 
 def test_pool_goes_to_a_named_volume_and_every_bind_mount_exists_in_a_clone() -> None:
