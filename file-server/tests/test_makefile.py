@@ -17,7 +17,8 @@ def needs(target: str) -> set[str]:
 
 
 def test_each_target_needs_only_what_it_runs() -> None:
-    assert needs("install") == {"nginx", "sha256sum", "ip"}  # ip: only as root, for the namespace tests
+    # curl: the suite runs the demo; ip: only as root, for the namespace tests
+    assert needs("install") == {"nginx", "sha256sum", "curl", "ip"}
     assert needs("demo") == {"nginx", "curl", "sha256sum"}  # the demo shows the curl + sha256sum recipe
     assert needs("serve") == {"nginx"}
     assert needs("bench") == {"nginx", "wrk", "aria2c"}

@@ -148,6 +148,18 @@ def test_a_tampered_file_is_taken_from_the_other_mirror(mirrors: Mirrors, tmp_pa
     assert "MISMATCH" not in res.stdout
 
 
+def test_a_stalled_mirror_is_dropped_and_its_files_go_to_the_other(mirrors: Mirrors, tmp_path: Path) -> None:
+    """b serves the manifest, then its connections take requests and never answer: after --timeout they are
+    dropped and what they held is fetched from a."""
+    a, b = mirrors.servers
+    with FlakyProxy((b.host, b.port), [("pass",)] + [("stall",)] * 50) as proxy:
+        res = mirrors.fetch(a.url, proxy.url, "--timeout", "2", out=tmp_path / "copy")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert f"verified {COUNT}/{COUNT} files" in res.stdout
+    assert "FAILED: no data for 2s" in mirror_line(res.stdout, proxy.url), res.stdout
+    assert served(res.stdout) == {a.url: COUNT, proxy.url: 0}
+
+
 def test_a_file_wrong_on_every_mirror_is_named(mirrors: Mirrors, tmp_path: Path) -> None:
     a, b = mirrors.servers
     victim = mirrors.entries[1].path
