@@ -113,6 +113,12 @@ def test_readme_gives_the_line_the_compose_test_runs() -> None:
     assert line in (HERE / "README.md").read_text()
 
 
+def test_gitignore_keeps_env_and_harness_state_out_of_the_compose_test_copy() -> None:
+    """make compose-test copies what git would clone: a user's .env must never be part of it."""
+    ignored = set((HERE / ".gitignore").read_text().split())
+    assert {".env", ".venv/", "data/", "run/", ".compose-test/"} <= ignored
+
+
 def test_dockerignore_keeps_local_state_out_of_the_build() -> None:
     ignored = set((HERE / ".dockerignore").read_text().split())
     assert {".venv", "build", "data", "run", ".env"} <= ignored
