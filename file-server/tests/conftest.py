@@ -76,13 +76,17 @@ def missing_prerequisite(message: str) -> None:
 
 def pytest_sessionstart(session: pytest.Session) -> None:
     """Nearly every test runs the real nginx or sha256sum: without them, one line instead of 100 errors."""
-    missing = [] if shutil.which("sha256sum") else ["sha256sum (apt-get install -y coreutils)"]
+    missing = (
+        []
+        if shutil.which("sha256sum")
+        else ["sha256sum not found: install it with 'apt-get install -y coreutils'"]
+    )
     try:
         nginx_binary()
     except NginxError as exc:
         missing.insert(0, str(exc))
     if missing:
-        pytest.exit(f"missing: {'; '.join(missing)} -- 'make install' installs them as root", returncode=1)
+        pytest.exit("; ".join(missing), returncode=1)
 
 
 @pytest.fixture(scope="session")
