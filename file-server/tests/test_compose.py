@@ -78,6 +78,24 @@ def test_client_reaches_both_replicas_only_through_their_published_ports() -> No
     }
 
 
+def test_client_urls_and_ports_from_env(tmp_path: Path) -> None:
+    """.env settings reach the client: other ports, or one or more mirrors elsewhere."""
+    env = tmp_path / "env"
+    env.write_text("FILESERVER_PORT=9000\nFILESERVER_PORT2=9001\n")
+    res = run_compose("--env-file", str(env), "config", "--format", "json")
+    assert res.returncode == 0, res.stderr
+    command = json.loads(res.stdout)["services"]["client"]["command"]
+    assert command[:3] == ["fetch", "http://127.0.0.1:9000/", "http://127.0.0.1:9001/"]
+    env.write_text("FILESERVER_URLS=http://files.example.org:8080/\n")
+    res = run_compose("--env-file", str(env), "config", "--format", "json")
+    assert json.loads(res.stdout)["services"]["client"]["command"] == [
+        "fetch",
+        "http://files.example.org:8080/",
+        "--out",
+        "download",
+    ]
+
+
 def test_the_replicas_serve_the_same_pool_the_same_way() -> None:
     services = config_services()
     one, two = services["nginx"], services["nginx2"]
