@@ -414,6 +414,8 @@ class Fetcher:
         else:
             self._retry(unanswered[0], why)
             self._queue.extendleft(reversed(unanswered[1:]))
+        if conn.mirror.dead:
+            self._drop_orphans()
         self._refill_all()
 
     # bookkeeping -------------------------------------------------------------------------------------------
@@ -436,6 +438,11 @@ class Fetcher:
         asyncio.get_running_loop().call_later(backoff(item.attempts), self._requeue, item)
 
     def _requeue(self, item: _Item) -> None:
+        if item.done:
+            return
+        if item.bad and not self._usable(item):  # the mirrors it may still use were given up meanwhile
+            self._report(item)
+            return
         self._queue.append(item)
         self._refill_all()
 
