@@ -189,6 +189,7 @@ def main() -> int:
             where = f"{args.rtt_ms:.0f} ms RTT"
             ab(where, purl)
             if not others:
+                shutil.rmtree(out, ignore_errors=True)
                 return report_ab(args.baseline, ab_rows)
             for j, d in ((args.jobs, args.depth), (16, 1)):
                 med, runs = best_of(args.repeat, ours, purl, manifest, out, j, d)

@@ -12,16 +12,25 @@ from pathlib import Path
 import pytest
 
 from fileserver.manifest import Entry, parse_sums
-from fileserver.nginx import NativeNginx, is_fileserver
+from fileserver.nginx import NativeNginx, NginxError, is_fileserver, nginx_binary
 from fileserver.pool import generate
 
 POOL_COUNT = 300
 SECRET = "TOP-SECRET-OUTSIDE-THE-ROOT"
 
 
+def _scratch() -> str:
+    """tmpfs when it has room (pools are thousands of small files: a busy disk made setups take seconds)."""
+    try:
+        st = os.statvfs("/dev/shm")
+    except OSError:
+        return "/tmp"
+    return "/dev/shm" if st.f_bavail * st.f_frsize > 512 * 2**20 else "/tmp"
+
+
 def world_readable_tmp(prefix: str) -> Path:
     """A temp folder nginx workers (user nobody) can traverse: pytest's tmp_path is 0700, this is 0755."""
-    d = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    d = Path(tempfile.mkdtemp(prefix=prefix, dir=_scratch()))
     os.chmod(d, 0o755)
     return d
 
@@ -58,6 +67,28 @@ def entries(pool: Path) -> list[Entry]:
     return parse_sums((pool / "SHA256SUMS").read_text())
 
 
+def missing_prerequisite(message: str) -> None:
+    """One line naming what is missing and how to install it: a failure under CI=true, a skip otherwise."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Nearly every test runs the real nginx or sha256sum: without them, one line instead of 100 errors."""
+    missing = (
+        []
+        if shutil.which("sha256sum")
+        else ["sha256sum not found: install it with 'apt-get install -y coreutils'"]
+    )
+    try:
+        nginx_binary()
+    except NginxError as exc:
+        missing.insert(0, str(exc))
+    if missing:
+        pytest.exit("; ".join(missing), returncode=1)
+
+
 @pytest.fixture(scope="session")
 def nginx(pool: Path, workdir: Path) -> Iterator[NativeNginx]:
     server = NativeNginx(root=pool, prefix=workdir / "nginx")
@@ -67,13 +98,16 @@ def nginx(pool: Path, workdir: Path) -> Iterator[NativeNginx]:
 
 @pytest.fixture(scope="session")
 def any_server(nginx: NativeNginx) -> str:
-    """A server for read-only tests: the one `docker compose up` / `make serve` started, if running.
+    """A server for read-only tests: the one FILESERVER_TEST_URL names (e.g. a running `docker compose up`
+    stack, http://127.0.0.1:8080/), else the native fixture's. It must answer ``/healthz`` with our body.
 
-    It is recognised by its ``/healthz`` body, never by the port alone; otherwise the native fixture's server.
     Tests that plant hostile files or change the pool always use their own native nginx.
     """
-    url = f"http://127.0.0.1:{os.environ.get('FILESERVER_PORT', '8080')}/"
-    return url if is_fileserver(url) else nginx.url
+    url = os.environ.get("FILESERVER_TEST_URL")
+    if not url:
+        return nginx.url
+    assert is_fileserver(url), f"FILESERVER_TEST_URL={url} does not answer /healthz with 'fileserver ok'"
+    return url
 
 
 #: the CLI as users run it, from this venv whether or not its bin/ is on PATH

@@ -2,7 +2,8 @@
 
 Plan entries, one per accepted connection (then plain pass-through): ``("cut", n)`` forwards ``n`` bytes of
 the response then resets the connection (a truncated response / dropped connection), ``("503",)`` answers one
-``503 Service Unavailable`` itself, ``("reset",)`` resets at once.
+``503 Service Unavailable`` itself, ``("reset",)`` resets at once, ``("stall",)`` reads the requests and never
+answers (a hung server), ``("pass",)`` passes it through.
 """
 
 from __future__ import annotations
@@ -58,6 +59,14 @@ class FlakyProxy:
     def _handle(self, client: socket.socket, action: tuple) -> None:
         if action[0] == "reset":
             _rst(client)
+            return
+        if action[0] == "stall":
+            try:
+                while client.recv(65536) and not self._stop:
+                    pass
+            except OSError:
+                pass
+            client.close()
             return
         if action[0] == "503":
             client.recv(65536)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import signal
 import socket
 import subprocess
@@ -11,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import FS
+from conftest import FS, missing_prerequisite
 
 from fileserver.nginx import is_fileserver
 
@@ -49,6 +50,8 @@ def test_serve_without_manifest_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_demo_serves_fetches_and_verifies(pool: Path, workdir: Path) -> None:
+    if shutil.which("curl") is None:  # the demo shows the curl + sha256sum recipe
+        missing_prerequisite("curl not found: 'make install' installs it as root (apt-get install -y curl)")
     res = subprocess.run(
         [sys.executable, "-m", "fileserver.demo", "--pool", str(pool), "--run", str(workdir / "demo")],
         capture_output=True,

@@ -18,15 +18,20 @@ import subprocess
 import sys
 
 import pytest
-from conftest import make_hostile_pool, world_readable_tmp
+from conftest import make_hostile_pool, missing_prerequisite, world_readable_tmp
 
 from fileserver.manifest import parse_sums
 from fileserver.nginx import NativeNginx
 
-pytestmark = pytest.mark.skipif(
-    os.geteuid() != 0 or shutil.which("ip") is None,
-    reason="network namespaces need root and iproute2 (CI runs as root; run 'sudo make test' locally)",
-)
+
+@pytest.fixture(autouse=True)
+def root_and_iproute2() -> None:
+    if os.geteuid() != 0:
+        missing_prerequisite("network namespaces need root: run 'sudo .venv/bin/pytest' (CI runs as root)")
+    if shutil.which("ip") is None:
+        missing_prerequisite("ip not found: 'make install' as root installs iproute2")
+
+
 BLACKHOLE = "10.200.0.0/16"
 
 

@@ -3,7 +3,8 @@
 # /etc/nginx/nginx.conf including conf.d/*.conf, html root /usr/share/nginx/html, logs to stdout/stderr,
 # workers as user nginx (uid/gid 101), SIGQUIT to stop, `nginx -g 'daemon off;'`, busybox-like wget for the
 # healthcheck. Not reproduced: the image's /docker-entrypoint.sh hooks (templates, IPv6 listen), unused here.
-FROM debian:bookworm-slim
+ARG BASE_IMAGE=debian:bookworm-slim
+FROM ${BASE_IMAGE}
 
 # policy-rc.d: the package's postinst must not start a server inside the build.
 RUN printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d \

@@ -18,6 +18,7 @@ examples:
   fileserver pool --count 1000 --out data/pool         # deterministic pool + SHA256SUMS + manifest.json
   fileserver serve --root data/pool --port 8080        # native nginx in the foreground (Ctrl-C/SIGTERM stop)
   fileserver fetch http://127.0.0.1:8080/ --out copy   # download everything, verify every SHA-256
+  fileserver fetch http://a:8080/ http://b:8080/       # the same pool from two mirrors at once
   fileserver verify copy                               # re-check a local copy against copy/SHA256SUMS
 
 exit codes: 0 everything verified, 1 some file missing or different (each one is named), 2 bad input.
@@ -64,8 +65,8 @@ def cmd_fetch(args: argparse.Namespace) -> int:
 
     try:
         result = fetch_pool(
-            args.url,
-            args.out,
+            urls=args.urls,
+            out=args.out,
             manifest=args.manifest,
             manifest_sha256=args.manifest_sha256,
             connections=args.jobs,
@@ -157,12 +158,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_manifest)
 
     p = sub.add_parser("fetch", help="download every file of a pool and verify it against the manifest")
-    p.add_argument("url", help="base URL of the pool, e.g. http://host:8080/")
+    p.add_argument(
+        "urls",
+        nargs="+",
+        metavar="URL",
+        help="base URL of the pool, e.g. http://host:8080/; several URLs: mirrors of one pool, used together",
+    )
     p.add_argument("--out", type=Path, default=Path("download"), help="destination folder (default download)")
     from fileserver.fetcher import DEFAULTS  # stdlib-only module: `pool` still runs on a bare Python
 
     p.add_argument(
-        "-j", "--jobs", type=int, default=DEFAULTS.connections, help="keep-alive connections (%(default)s)"
+        "-j",
+        "--jobs",
+        type=int,
+        default=DEFAULTS.connections,
+        help="keep-alive connections per mirror (%(default)s)",
     )
     p.add_argument(
         "--depth",

@@ -50,7 +50,9 @@ def nginx_binary() -> str:
         os.environ.get("NGINX_BIN") or shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/sbin")
     )
     if not found:
-        raise NginxError("nginx not found: install it with 'apt-get install -y nginx' (or run 'make demo')")
+        raise NginxError(
+            "nginx not found: install it with 'apt-get install -y nginx' ('make install' does, as root)"
+        )
     return found
 
 
