@@ -1,7 +1,7 @@
 # s3-checkpoints' part of `make compose-test` (sourced by scripts/compose-test.sh, the workspace's harness).
 # The job: MinIO + bucket setup + the trainer (train -> checkpoints -> resume), run by the README's line.
 # shellcheck shell=bash
-JOB_UP=(docker compose up --exit-code-from trainer)
+JOB_UP=(docker compose up --exit-code-from trainer --attach trainer)
 JOB_TIMEOUT=900
 
 MINIO_OFFICIAL=minio/minio:RELEASE.2025-09-07T16-13-09Z
@@ -27,8 +27,8 @@ local_images_context() {
   cp "$(scripts/build-minio.sh minio)" "$(scripts/build-minio.sh mc)" "$ctx/"
   echo "$ctx"
 }
-build_local() {  # build_local TARGET TAG
-  DOCKER_BUILDKIT=1 docker build -q -f compose/local-images.Dockerfile --target "$1" \
+build_local() {  # build_local TARGET TAG (the classic builder: the engine's CLI may have no buildx)
+  DOCKER_BUILDKIT=0 docker build -q -f compose/local-images.Dockerfile --target "$1" \
     --build-arg BASE_IMAGE="$BASE_IMAGE" -t "$2" "$(local_images_context)"
 }
 build_local_minio() { MINIO_BIN="" build_local minio "$1"; }
@@ -52,7 +52,8 @@ job_check() {
   local log
   log=$(tr '\r' '\n' <"$UP_LOG")
   [ "$UP_RC" = 0 ] || fail "'${JOB_UP[*]}' exited with $UP_RC (log: $UP_LOG)"
-  grep -q "bucket checkpoints ready (versioning on)" <<<"$log" || fail "createbuckets did not report the bucket ready"
+  compose logs --no-log-prefix createbuckets | grep -q "bucket checkpoints ready (versioning on)" \
+    || fail "createbuckets did not report the bucket ready"
   grep -q "starting run 'digits' from scratch" <<<"$log" || fail "the trainer did not start run 'digits'"
   grep -q "checkpoint step 600 saved" <<<"$log" || fail "the trainer did not save its last checkpoint (step 600)"
   grep -q "done: 600 steps, last loss" <<<"$log" || fail "the trainer did not finish its 600 steps"

@@ -131,5 +131,5 @@ def test_readme_gives_the_line_compose_test_runs() -> None:
     job = (HERE / "scripts" / "compose-job.sh").read_text()
     line = re.search(r"^JOB_UP=\((.*)\)$", job, re.M)
     assert line, "scripts/compose-job.sh sets no JOB_UP"
-    assert line.group(1) == "docker compose up --exit-code-from trainer"
+    assert line.group(1) == "docker compose up --exit-code-from trainer --attach trainer"
     assert line.group(1) in (HERE / "README.md").read_text()
