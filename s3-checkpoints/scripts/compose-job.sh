@@ -52,7 +52,7 @@ job_check() {
   local log
   log=$(tr '\r' '\n' <"$UP_LOG")
   [ "$UP_RC" = 0 ] || fail "'${JOB_UP[*]}' exited with $UP_RC (log: $UP_LOG)"
-  compose logs --no-log-prefix createbuckets | grep -q "bucket checkpoints ready (versioning on)" \
+  grep -q "bucket checkpoints ready (versioning on)" <<<"$(compose logs --no-log-prefix createbuckets)" \
     || fail "createbuckets did not report the bucket ready"
   grep -q "starting run 'digits' from scratch" <<<"$log" || fail "the trainer did not start run 'digits'"
   grep -q "checkpoint step 600 saved" <<<"$log" || fail "the trainer did not save its last checkpoint (step 600)"
