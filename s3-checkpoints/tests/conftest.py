@@ -4,7 +4,9 @@ No mocks: every test talks to the real server over loopback. Each test gets its 
 An existing server (e.g. `docker compose up`) is used only when asked for explicitly:
 ``S3CKPT_TEST_ENDPOINT=http://127.0.0.1:9000`` with its ``MINIO_ROOT_USER``/``MINIO_ROOT_PASSWORD``. A server
 that merely happens to listen on the compose port is never picked up: it may be another version, or go
-away in the middle of the suite.
+away in the middle of the suite. The server binary is ``MINIO_BIN``, the ``make install`` build or ``minio``
+on PATH; without one, the server tests are skipped with the one line saying how to get it (under ``CI=true``
+the session fails on that line instead).
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from dataclasses import dataclass
 import pytest
 
 from s3ckpt import CheckpointStore, S3Settings, make_client
-from s3ckpt.minio import DEFAULT_PASSWORD, DEFAULT_USER, MinioServer, is_minio_live
+from s3ckpt.errors import S3CkptError
+from s3ckpt.minio import DEFAULT_PASSWORD, DEFAULT_USER, MinioServer, find_minio_binary, is_minio_live
 from s3ckpt.s3 import ensure_bucket
 
 REUSE_VAR = "S3CKPT_TEST_ENDPOINT"
@@ -57,12 +60,23 @@ def _requested_server() -> Minio | None:
 
 
 @pytest.fixture(scope="session")
-def minio() -> Iterator[Minio]:
+def minio_binary() -> str:
+    """The MinIO server to start; a missing one is a missing prerequisite: one line, never a traceback."""
+    try:
+        return find_minio_binary()
+    except S3CkptError as e:
+        if os.environ.get("CI") == "true":
+            pytest.exit(f"prerequisite missing: {e}", returncode=1)
+        pytest.skip(str(e))
+
+
+@pytest.fixture(scope="session")
+def minio(request: pytest.FixtureRequest) -> Iterator[Minio]:
     m = _requested_server()
     if m is not None:
         yield m
         return
-    srv = MinioServer().start()
+    srv = MinioServer(binary=request.getfixturevalue("minio_binary")).start()
     try:
         yield Minio(srv.endpoint, srv.user, srv.password, srv.data_dir)
     finally:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +15,28 @@ import compose
 
 HERE = Path(__file__).resolve().parent.parent
 BIN = Path(compose.__file__).parent / "docker-compose"
+
+
+def config(name: str, env_file: str = "/dev/null") -> dict:
+    """The compose file as compose resolves it, by default as on a fresh clone (no .env, nothing exported)."""
+    env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME")}
+    out = subprocess.run([str(BIN), "-f", name, "--env-file", env_file, "config", "--format", "json"],
+                         cwd=HERE, capture_output=True, text=True, timeout=60, env=env)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+@pytest.mark.parametrize("name", ["docker-compose.yaml", "docker-compose.distributed.yaml"])
+@pytest.mark.parametrize("env_file", ["/dev/null", ".env.example"])
+def test_compose_runs_without_env_and_binds_loopback(name: str, env_file: str) -> None:
+    """A fresh clone's plain `docker compose up` needs no .env (local-only default credentials), and every
+    published port listens on 127.0.0.1 only."""
+    services = config(name, env_file)["services"]
+    for sname, svc in services.items():
+        for port in svc.get("ports", []):
+            assert port["host_ip"] == "127.0.0.1", f"{sname} publishes {port} beyond loopback"
+        for key, value in (svc.get("environment") or {}).items():
+            assert value, f"{sname}: {key} is empty without a .env"
 
 
 @pytest.mark.parametrize("name", ["docker-compose.yaml", "docker-compose.distributed.yaml"])
@@ -35,13 +59,12 @@ def test_compose_config_valid_and_pinned(name: str) -> None:
 
 
 def test_compose_main_services() -> None:
-    out = subprocess.run([str(BIN), "-f", "docker-compose.yaml", "--env-file", ".env.example", "config",
-                          "--format", "json"], cwd=HERE, capture_output=True, text=True, check=True).stdout
-    cfg = json.loads(out)
-    svcs = cfg["services"]
+    svcs = config("docker-compose.yaml")["services"]
     assert {"minio", "createbuckets", "trainer"} <= set(svcs)
     assert svcs["createbuckets"]["depends_on"]["minio"]["condition"] == "service_healthy"
     assert svcs["trainer"]["depends_on"]["createbuckets"]["condition"] == "service_completed_successfully"
+    # the job's services carry no profile: plain `docker compose up` runs them all
+    assert not any(svc.get("profiles") for svc in svcs.values())
     # the trainer runs with the bucket-limited key, not root
     assert svcs["trainer"]["environment"]["S3CKPT_ACCESS_KEY"] == "trainer"
     script = (HERE / "compose" / "createbuckets.sh").read_text()
@@ -101,3 +124,12 @@ def test_createbuckets_runs_on_a_shell_and_mc_alone(tmp_path: Path) -> None:
     policy = json.loads((tmp_path / "mc.log.policy.json").read_text())
     resources = {res for st in policy["Statement"] for res in st["Resource"]}
     assert resources == {"arn:aws:s3:::my-ckpts", "arn:aws:s3:::my-ckpts/*"}
+
+
+def test_readme_gives_the_line_compose_test_runs() -> None:
+    """`make compose-test` runs JOB_UP from scripts/compose-job.sh: the very line the README tells users."""
+    job = (HERE / "scripts" / "compose-job.sh").read_text()
+    line = re.search(r"^JOB_UP=\((.*)\)$", job, re.M)
+    assert line, "scripts/compose-job.sh sets no JOB_UP"
+    assert line.group(1) == "docker compose up --exit-code-from trainer --attach trainer"
+    assert line.group(1) in (HERE / "README.md").read_text()

@@ -89,7 +89,7 @@ def test_empty_run_is_a_clear_error(store: CheckpointStore) -> None:
         store.load("latest")
 
 
-def test_bitrot_on_the_servers_disk_falls_back(tmp_path) -> None:
+def test_bitrot_on_the_servers_disk_falls_back(tmp_path, minio_binary: str) -> None:
     """Flip one byte inside MinIO's own part file (its own server, to know where the data lives): the
     server's bitrot check aborts the stream, the step counts as damaged, `latest` falls back."""
     import glob
@@ -99,7 +99,7 @@ def test_bitrot_on_the_servers_disk_falls_back(tmp_path) -> None:
     from s3ckpt.minio import MinioServer
     from s3ckpt.s3 import ensure_bucket
 
-    with MinioServer(data_dir=str(tmp_path / "data")) as srv:
+    with MinioServer(data_dir=str(tmp_path / "data"), binary=minio_binary) as srv:
         s = S3Settings(endpoint=srv.endpoint, access_key=srv.user, secret_key=srv.password, bucket="rot",
                        prefix="ckpt")
         ensure_bucket(make_client(s), s)

@@ -57,8 +57,8 @@ def find_minio_binary() -> str:
     for c in cands:
         if c and os.access(c, os.X_OK):
             return c
-    raise S3CkptError("MinIO server binary not found: run `make minio` (builds it with `go install`) "
-                      "or set MINIO_BIN")
+    raise S3CkptError("MinIO server binary not found: run `make install` (builds it with `go install`) "
+                      "or set MINIO_BIN=/path/to/minio")
 
 
 class MinioServer:
