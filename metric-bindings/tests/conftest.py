@@ -1,9 +1,12 @@
-"""Shared helpers: the float64 numpy reference every test compares against."""
+"""Shared helpers: the float64 numpy reference every test compares against, and how a missing prerequisite
+is reported."""
 
 from __future__ import annotations
 
 import os
 import warnings
+from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 import pytest
@@ -17,6 +20,18 @@ settings.register_profile(
     "dev", max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
 settings.load_profile("ci" if os.environ.get("CI") else "dev")
+
+
+FOLDER = Path(__file__).resolve().parent.parent
+
+
+def missing(what: str, install: str = "make install") -> NoReturn:
+    """A prerequisite is missing: one line naming it and the command that installs it. A skip on a
+    developer's machine, a failure under CI=true (where a skip would hide a suite that never ran)."""
+    line = f"{what} is missing (install it with: {install})"
+    if os.environ.get("CI") == "true":
+        pytest.fail(line, pytrace=False)
+    pytest.skip(line)
 
 
 def reference(a: np.ndarray, b: np.ndarray) -> np.ndarray:

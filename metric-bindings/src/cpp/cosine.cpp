@@ -724,13 +724,13 @@ void paired_cosine_similarity(const MatrixView<T>& a, const MatrixView<T>& b, T*
 template <typename T>
 void topk_cosine(const MatrixView<T>& a, const MatrixView<T>& b, std::int64_t k, T* values, std::int64_t* indices,
                  std::size_t memory_budget) {
-    check_topk_args(a, b, k);
+    check_topk_args(a, b, k, memory_budget);
     const std::int64_t n = a.rows, m = b.rows, d = a.cols;
     if (n == 0 || m == 0) return;
     check_output("topk_cosine", values, n, k, k, 1, n, k);
     check_output("topk_cosine", indices, n, k, k, 1, n, k);
 
-    const std::size_t budget = std::max<std::size_t>(memory_budget, std::size_t{1} << 16);
+    const std::size_t budget = memory_budget;
     const Strategy scorer = topk_scorer(a, b, budget);
     const bool packed = scorer == Strategy::PackedGemm;
     // Our own scorers leave the cores free for a threaded selection; after a CBLAS GEMM the selection stays on
@@ -836,5 +836,7 @@ std::string blas_info() {
 
 MB_INSTANTIATE(float)
 MB_INSTANTIATE(double)
+
+std::int64_t num_threads() { return detail::max_threads(); }
 
 }  // namespace metric_bindings

@@ -22,11 +22,9 @@ inline std::int64_t own_threads() {
     return std::max<std::int64_t>(1, static_cast<std::int64_t>(std::thread::hardware_concurrency()));
 }
 
-/// The most threads parallel_for runs at once (own_threads(), read once per process).
-inline std::int64_t max_threads() {
-    static const std::int64_t hw = own_threads();
-    return hw;
-}
+/// The most threads parallel_for runs at once: own_threads(), read on every call, so that a change of
+/// METRIC_BINDINGS_NUM_THREADS is followed (a getenv costs far less than starting one thread).
+inline std::int64_t max_threads() { return own_threads(); }
 
 /// Runs f(begin, end) over [0, n) on up to max_threads() threads when each gets >= grain items.
 ///
