@@ -44,6 +44,7 @@ namespace {
 using detail::inverse_norm;
 using detail::parallel_for;
 using detail::RangeFlag;
+using detail::Scratch;
 
 constexpr std::int64_t kBlasMax = std::numeric_limits<int>::max();  // 32-bit BLAS integers
 constexpr std::int64_t kParallelGrain = std::int64_t{1} << 19;  // elements per thread before we use threads
@@ -52,31 +53,6 @@ constexpr std::int64_t kPrefetchBytes = 4096;  // streaming kernels: how far ahe
 constexpr std::size_t kPackedScratchBytes = std::size_t{4} << 20;  // top-k: the packed GEMM's B panels (2 x 1 MiB)
 
 // ---------------------------------------------------------------- BLAS operands
-
-/// Growable scratch buffer that is NOT zero-filled (std::vector would write every byte once more, and for a
-/// normalised copy of a large B that is a whole extra pass over memory).
-template <typename T>
-class Buffer {
-   public:
-    void resize(std::size_t count) {
-        if (count > cap_) {
-            data_.reset(new T[count]);
-            cap_ = count;
-        }
-    }
-    T* data() { return data_.get(); }
-    const T* data() const { return data_.get(); }
-    T& operator[](std::size_t i) { return data_[i]; }
-    std::size_t capacity() const { return cap_; }
-    void release() {
-        data_.reset();
-        cap_ = 0;
-    }
-
-   private:
-    std::unique_ptr<T[]> data_;
-    std::size_t cap_ = 0;
-};
 
 /// A matrix as BLAS sees it: element (i, j) is ptr[i * ld + j] (row-major) or ptr[i + j * ld] (column-major).
 template <typename T>
@@ -118,9 +94,9 @@ bool rows_contiguous(const MatrixView<T>& v) {
 
 /// Rows [r0, r1) of v copied into buf as a packed row-major matrix (any source strides).
 template <typename T>
-const T* pack_rows(const MatrixView<T>& v, std::int64_t r0, std::int64_t r1, Buffer<T>& buf) {
+const T* pack_rows(const MatrixView<T>& v, std::int64_t r0, std::int64_t r1, Scratch<T>& buf) {
     const std::int64_t n = r1 - r0, d = v.cols;
-    buf.resize(static_cast<std::size_t>(n * d));
+    buf.get(static_cast<std::size_t>(n * d));
     for (std::int64_t i = 0; i < n; ++i) {
         const T* src = v.data + (r0 + i) * v.row_stride;
         T* dst = buf.data() + i * d;
@@ -131,7 +107,7 @@ const T* pack_rows(const MatrixView<T>& v, std::int64_t r0, std::int64_t r1, Buf
 
 /// Rows [r0, r1) of v as a BLAS operand: in place when possible, else copied (row-major) into buf.
 template <typename T>
-Operand<T> rows_operand(const MatrixView<T>& v, std::int64_t r0, std::int64_t r1, Buffer<T>& buf) {
+Operand<T> rows_operand(const MatrixView<T>& v, std::int64_t r0, std::int64_t r1, Scratch<T>& buf) {
     Operand<T> op;
     if (blas_layout(v, op)) {
         op.ptr = op.row(r0);
@@ -214,11 +190,11 @@ std::int64_t tile_rows(std::int64_t d, std::int64_t total, std::size_t bytes = k
 
 /// Writes a copy of v with unit rows (row-major, packed) into out; stops early if a row raises flag.
 template <typename T>
-void normalized_copy(const MatrixView<T>& v, Buffer<T>& out, RangeFlag& flag) {
+void normalized_copy(const MatrixView<T>& v, Scratch<T>& out, RangeFlag& flag) {
     const std::int64_t n = v.rows, d = v.cols;
-    out.resize(static_cast<std::size_t>(std::max<std::int64_t>(n * d, 1)));
+    out.get(static_cast<std::size_t>(std::max<std::int64_t>(n * d, 1)));
     std::vector<T> inv(static_cast<std::size_t>(n));
-    Buffer<T> scratch;
+    Scratch<T> scratch;
     const Operand<T> op = rows_operand(v, 0, n, scratch);
     inverse_norms(op, n, d, inv.data(), flag);
     if (flag.load(std::memory_order_relaxed)) return;
@@ -238,18 +214,14 @@ void normalized_copy(const MatrixView<T>& v, Buffer<T>& out, RangeFlag& flag) {
                  });
 }
 
-/// Per-thread buffers for the normalised copies, reused across calls. A fresh multi-MiB allocation is a page
-/// fault per 4 KiB page on first touch: measured at 10-25% of the GEMM itself at (4096, 4096, 512) and
-/// (2048, 2048, 2048). Buffers above kKeepScratchBytes are freed after the call, so one huge call does not pin
-/// its memory; thread_local keeps concurrent callers (the GIL is released) apart.
-constexpr std::size_t kKeepScratchBytes = std::size_t{64} << 20;
-
+/// Per-thread buffers for the normalised copies, reused across calls (the rule of detail::Scratch);
+/// thread_local keeps concurrent callers (the GIL is released) apart.
 template <typename T>
 struct NormalizeScratch {
-    Buffer<T> a, b;
+    Scratch<T> a, b;
     void trim() {
-        if (a.capacity() * sizeof(T) > kKeepScratchBytes) a.release();
-        if (b.capacity() * sizeof(T) > kKeepScratchBytes) b.release();
+        a.trim();
+        b.trim();
     }
 };
 
@@ -408,9 +380,9 @@ T finish_pair(T dot, T na, T nb, const T* x, std::int64_t xs, const T* y, std::i
 /// then lies in [1, 2), so its norm in [1, 2 sqrt(D)]), as a packed row-major copy in buf. Other rows (also zero
 /// rows and rows holding inf or NaN) are copied unchanged. Only called after a kernel raised its RangeFlag.
 template <typename T>
-MatrixView<T> rescaled_rows(const MatrixView<T>& v, Buffer<T>& buf) {
+MatrixView<T> rescaled_rows(const MatrixView<T>& v, Scratch<T>& buf) {
     const std::int64_t n = v.rows, d = v.cols;
-    buf.resize(static_cast<std::size_t>(std::max<std::int64_t>(n * d, 1)));
+    buf.get(static_cast<std::size_t>(std::max<std::int64_t>(n * d, 1)));
     parallel_for(n, std::max<std::int64_t>(1, kParallelGrain / std::max<std::int64_t>(d, 1)),
                  [&](std::int64_t lo, std::int64_t hi) {
                      for (std::int64_t i = lo; i < hi; ++i) {
@@ -485,7 +457,7 @@ void cosine_fused(const MatrixView<T>& a, const MatrixView<T>& b, T* out, std::i
     const MatrixView<T>& sv = a_small ? a : b;
     const MatrixView<T>& bv = a_small ? b : a;
     std::vector<T> inv_small(static_cast<std::size_t>(sv.rows));
-    Buffer<T> small_buf, big_buf;
+    Scratch<T> small_buf, big_buf;
     Operand<T> sop = rows_operand(sv, 0, sv.rows, small_buf);
     if (sop.col_major || (sop.ld != d && sv.rows > 1))  // the kernel wants packed rows
         sop = {pack_rows(sv, 0, sv.rows, small_buf), std::max<std::int64_t>(d, 1), false};
@@ -526,7 +498,7 @@ template <typename T>
 void cosine_scale(const MatrixView<T>& a, const MatrixView<T>& b, T* out, std::int64_t ldo, RangeFlag& flag) {
     const std::int64_t n = a.rows, m = b.rows, d = a.cols;
     std::vector<T> inv_a(static_cast<std::size_t>(n)), inv_b(static_cast<std::size_t>(m));
-    Buffer<T> buf_a, buf_b;
+    Scratch<T> buf_a, buf_b;
     // GEMM tiles only when a layout needs a copy (bounding the copy); otherwise one call, which was measured
     // faster than tiles of 8 or 32 MiB, e.g. (256, 100000, 512): 612 ms vs 729 / 1221 ms (tile-local scaling).
     Operand<T> probe;
@@ -557,7 +529,7 @@ template <typename T, bool FewColumns>
 void cosine_packed(const MatrixView<T>& a, const MatrixView<T>& b, T* out, std::int64_t ldo, RangeFlag& flag) {
     if constexpr (std::is_same_v<T, float>) {
         const std::int64_t n = a.rows, m = b.rows, d = a.cols;
-        Buffer<T> buf_a, buf_b;
+        Scratch<T> buf_a, buf_b;
         const MatrixView<T> ra = rows_contiguous(a) ? a : MatrixView<T>::row_major(pack_rows(a, 0, n, buf_a), n, d);
         const MatrixView<T> rb = rows_contiguous(b) ? b : MatrixView<T>::row_major(pack_rows(b, 0, m, buf_b), m, d);
         if constexpr (FewColumns) {  // many rows against a few: A streamed once, B in cache
@@ -648,7 +620,7 @@ void run_rescuing(StrategyFn<T> fn, const MatrixView<T>& a, const MatrixView<T>&
     RangeFlag flag{false};
     fn(a, b, out, ldo, flag);
     if (!flag.load(std::memory_order_relaxed)) return;
-    Buffer<T> buf_a, buf_b;
+    Scratch<T> buf_a, buf_b;
     RangeFlag again{false};  // every rescaled row is in range: never raised
     fn(rescaled_rows(a, buf_a), rescaled_rows(b, buf_b), out, ldo, again);
 }
@@ -763,8 +735,8 @@ void topk_cosine(const MatrixView<T>& a, const MatrixView<T>& b, std::int64_t k,
     const std::size_t per_row = static_cast<std::size_t>(mb) * sz + (copy_a ? dd * sz : 0) + sz;
     const std::size_t rest = usable > used_b ? usable - used_b : per_row;
     const std::int64_t nb = std::clamp<std::int64_t>(static_cast<std::int64_t>(rest / per_row), 1, n);
-    Buffer<T> scores;
-    scores.resize(static_cast<std::size_t>(nb * mb));
+    Scratch<T> scores;
+    scores.get(static_cast<std::size_t>(nb * mb));
     const StrategyFn<T> score = kernel_fn<T>(scorer);
     std::int64_t filled = 0;  // every row has seen the same candidates, so one fill count serves them all
     for (std::int64_t j0 = 0; j0 < m; j0 += mb) {
@@ -819,7 +791,7 @@ void gemm_nt(const MatrixView<T>& a, const MatrixView<T>& b, T* c, std::int64_t 
     check_output("gemm_nt", c, a.rows, b.rows, ldc, 1, a.rows, b.rows);
     if (a.rows == 0 || b.rows == 0) return;
     if (a.rows == 1) ldc = b.rows;  // never used for a single row, but BLAS wants it >= M
-    Buffer<T> ba, bb;
+    Scratch<T> ba, bb;
     gemm_abt(rows_operand(a, 0, a.rows, ba), rows_operand(b, 0, b.rows, bb), a.rows, b.rows, a.cols, c, ldc);
 }
 
