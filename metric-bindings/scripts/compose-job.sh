@@ -60,6 +60,7 @@ YAML
   [ "$rc" = 0 ] || fail "'${DASK_UP[*]}' exited $rc (log: $state/up-dask.log)"
   grep -q "blocks on 2 workers" "$state/up-dask.log" || fail "the dask job did not run on 2 workers"
   grep -q "same indices as one machine: yes" "$state/up-dask.log" || fail "the dask job's top-k differs"
+  [ -z "$(compose --profile dask ps -q)" ] || fail "the dask profile's services still run after its job ended"
   echo "   the dask profile's top-k on 2 workers matches one machine's"
 }
 

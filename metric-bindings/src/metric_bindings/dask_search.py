@@ -35,6 +35,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--queries", type=positive, default=64, help="number of queries (default 64)")
     p.add_argument("-k", type=positive, default=10, help="results per query (default 10)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--shutdown", action="store_true", help="stop the scheduler and its workers at the end"
+    )
     args = p.parse_args(argv)
     if args.k > args.items:
         p.error(f"-k {args.k} is larger than --items {args.items}")
@@ -75,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             values, indices = mbd.topk_cosine(queries, items, args.k)
             cluster_s = time.perf_counter() - t0
+            if args.shutdown:
+                client.shutdown()
         with dask.config.set(scheduler="threads"):  # the same blocks from the same seed, in this process
             whole = items.compute()
         t0 = time.perf_counter()
