@@ -3,6 +3,7 @@
 # what to run). Each package is probed by what this folder uses of it, not by a distribution-specific path:
 #   g++ cmake ninja-build   the extension's build (and the C++ tests')
 #   libgtest-dev            the C++ unit tests only (its headers)
+#   qemu-user               the test that runs the default build on an emulated CPU without AVX-512
 #   scripts/apt-deps.sh [--check] g++ cmake ninja-build [libgtest-dev]
 #     --check   install nothing: exit 1 with the line naming what is missing and how to install it
 set -euo pipefail
@@ -16,6 +17,7 @@ present() {
     cmake) command -v cmake >/dev/null ;;
     ninja-build) command -v ninja >/dev/null ;;
     libgtest-dev) [ -f /usr/include/gtest/gtest.h ] ;;
+    qemu-user) command -v qemu-x86_64 >/dev/null ;;
     *) dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed' ;;
   esac
 }

@@ -4,6 +4,7 @@ is reported."""
 from __future__ import annotations
 
 import os
+import subprocess
 import warnings
 from pathlib import Path
 from typing import NoReturn
@@ -32,6 +33,15 @@ def missing(what: str, install: str = "make install") -> NoReturn:
     if os.environ.get("CI") == "true":
         pytest.fail(line, pytrace=False)
     pytest.skip(line)
+
+
+def require_apt(*packages: str) -> None:
+    """The Debian packages a test uses, probed as scripts/apt-deps.sh (their one owner) probes them."""
+    check = subprocess.run(
+        [str(FOLDER / "scripts" / "apt-deps.sh"), "--check", *packages], capture_output=True, text=True
+    )
+    if check.returncode != 0:
+        missing(check.stderr.strip().removeprefix("metric-bindings: missing "), "make install")
 
 
 def reference(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import FOLDER, missing
+from conftest import FOLDER, require_apt
 
 pytestmark = pytest.mark.host
 
@@ -30,11 +30,7 @@ def run(cmd: list[str], env: dict[str, str] | None = None, timeout: int = 1800) 
 @pytest.fixture(scope="module")
 def ctest() -> Path:
     """Configure and build the C++ tests (incremental); the ctest binary to run them with."""
-    check = subprocess.run(
-        [str(FOLDER / "scripts" / "apt-deps.sh"), "--check", *APT_PACKAGES], capture_output=True, text=True
-    )
-    if check.returncode != 0:
-        missing(check.stderr.strip().removeprefix("metric-bindings: missing "), "make install")
+    require_apt(*APT_PACKAGES)
     run(
         [
             "cmake", "-S", ".", "-B", str(BUILD), "-G", "Ninja",
