@@ -3,7 +3,9 @@
 Full matrix (N, M, D): ours | a bare sgemm on pre-normalised inputs (the floor: same BLAS, no norms) |
 numpy normalise + matmul | scikit-learn cosine_similarity | torch normalise + mm.
 Row-wise (N, D): ours | numpy einsum / norms | torch F.cosine_similarity(dim=1).
-Top-k: ours | numpy normalise + matmul + argpartition | torch mm + topk.
+Top-k: ours | numpy normalise + matmul + argpartition | torch mm + topk | faiss IndexFlatIP (normalising,
+building the index, searching) | faiss search alone (index prebuilt, queries normalised); and ours' full
+(N, M) matrix of the same shape, which top-k's time is compared with.
 Medians of --repeat rounds after one warm-up, the methods of a shape timed round-robin with a 0.2 s pause
 before each call (other libraries' worker threads stop spinning); ratios are "their time / our time"
 (> 1: we are faster).
@@ -35,7 +37,7 @@ from metric_bindings import _core
 FULL = [(1, 100_000, 512), (256, 100_000, 512), (4096, 4096, 512), (4096, 4096, 64), (100_000, 16, 768),
         (2048, 2048, 2048)]
 ROWWISE = [(1_000_000, 128), (100_000, 768)]
-TOPK = [(256, 100_000, 512, 10), (1, 1_000_000, 128, 10)]
+TOPK = [(1, 1_000_000, 128, 10), (256, 100_000, 512, 10), (1024, 200_000, 256, 100), (16, 100_000, 768, 1000)]
 QUICK_FULL = [(1, 20_000, 512), (64, 20_000, 512), (1024, 1024, 512), (1024, 1024, 64), (20_000, 16, 768),
               (1024, 1024, 1024)]
 QUICK_ROWWISE = [(200_000, 128), (20_000, 768)]
@@ -173,9 +175,24 @@ def bench_rowwise(shapes, repeat: int, rng: np.random.Generator, torch, progress
     return rows
 
 
-def time_topk(a: np.ndarray, b: np.ndarray, k: int, repeat: int, torch) -> dict[str, float]:
+def time_topk(a: np.ndarray, b: np.ndarray, k: int, repeat: int, torch, faiss) -> dict[str, float]:
     ta, tb = torch.from_numpy(a), torch.from_numpy(b)
     F = torch.nn.functional
+
+    def faiss_topk(index=None) -> tuple[np.ndarray, np.ndarray]:
+        q = a.copy()
+        faiss.normalize_L2(q)
+        if index is None:
+            items = b.copy()
+            faiss.normalize_L2(items)
+            index = faiss.IndexFlatIP(b.shape[1])
+            index.add(items)
+        return index.search(q, k)
+
+    prebuilt = faiss.IndexFlatIP(b.shape[1])
+    items = b.copy()
+    faiss.normalize_L2(items)
+    prebuilt.add(items)
 
     def numpy_topk() -> tuple[np.ndarray, np.ndarray]:
         s = normalize(a) @ normalize(b).T
@@ -189,17 +206,20 @@ def time_topk(a: np.ndarray, b: np.ndarray, k: int, repeat: int, torch) -> dict[
             "ours": lambda: mb.topk_cosine(a, b, k),
             "numpy": numpy_topk,
             "torch": lambda: torch.topk(F.normalize(ta, dim=1) @ F.normalize(tb, dim=1).T, k, dim=1),
+            "faiss": faiss_topk,
+            "faiss search": lambda: faiss_topk(prebuilt),
+            "ours full matrix": lambda: mb.cosine_similarity(a, b),
         },
         repeat,
     )
 
 
-def bench_topk(shapes, repeat: int, rng: np.random.Generator, torch, progress) -> list[dict]:
+def bench_topk(shapes, repeat: int, rng: np.random.Generator, torch, faiss, progress) -> list[dict]:
     rows = []
     for n, m, d, k in shapes:
         a = rng.standard_normal((n, d), dtype=np.float32)
         b = rng.standard_normal((m, d), dtype=np.float32)
-        rows.append({"shape": [n, m, d, k], "times": time_topk(a, b, k, repeat, torch)})
+        rows.append({"shape": [n, m, d, k], "times": time_topk(a, b, k, repeat, torch, faiss)})
         progress.update(1)
     return rows
 
@@ -252,8 +272,17 @@ def table_rowwise(rows: list[dict]) -> list[str]:
 
 
 def table_topk(rows: list[dict]) -> list[str]:
-    header = "| (N, M, D, k) | ours ms | numpy matmul+argpartition ms (x) | torch mm+topk ms (x) |"
-    return table(header, rows, lambda r: [f"{r['times']['ours'] * 1e3:.1f}"], ["numpy", "torch"])
+    header = (
+        "| (N, M, D, k) | ours ms | ours full matrix ms (top-k / full) | faiss ms (x) "
+        "| faiss search ms (x) | numpy matmul+argpartition ms (x) | torch mm+topk ms (x) |"
+    )
+
+    def first(r: dict) -> list[str]:
+        t = r["times"]
+        full = t["ours full matrix"]
+        return [f"{t['ours'] * 1e3:.1f}", f"{full * 1e3:.1f} ({t['ours'] / full:.2f})"]
+
+    return table(header, rows, first, ["faiss", "faiss search", "numpy", "torch"])
 
 
 def plot(full: list[dict], rowwise: list[dict], path: Path) -> None:
@@ -390,11 +419,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.builds_only and args.baseline is None:
         p.error("--builds-only needs --baseline")
     baseline = load_baseline(args.baseline) if args.baseline is not None else None
+    import faiss
     import torch
     from sklearn.metrics.pairwise import cosine_similarity as sk_cos
     from tqdm import tqdm
 
     torch.set_num_threads(os.cpu_count() or 1)
+    faiss.omp_set_num_threads(os.cpu_count() or 1)
     only = set(args.only or ["full", "rowwise", "topk"])
     full = (QUICK_FULL if args.quick else FULL) if "full" in only else []
     rowwise = (QUICK_ROWWISE if args.quick else ROWWISE) if "rowwise" in only else []
@@ -404,6 +435,7 @@ def main(argv: list[str] | None = None) -> int:
     if baseline is not None:
         header.append(f"baseline build: {args.baseline}")
     header += [f"python {platform.python_version()}, numpy {np.__version__}, torch {torch.__version__}, "
+              f"faiss {faiss.__version__}, "
               f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}"] + blas_report()
     for line in header:
         print(line)
@@ -425,7 +457,7 @@ def main(argv: list[str] | None = None) -> int:
         with tqdm(total=len(full) + len(rowwise) + len(topk), desc="benchmarks", file=sys.stderr) as progress:
             full_rows = bench_full(full, args.repeat, rng, torch, sk_cos, progress)
             row_rows = bench_rowwise(rowwise, args.repeat, rng, torch, progress)
-            topk_rows = bench_topk(topk, args.repeat, rng, torch, progress)
+            topk_rows = bench_topk(topk, args.repeat, rng, torch, faiss, progress)
         header += [peak_line, fma_line]
         tables += ["Full matrix, float32:", ""] + table_full(full_rows, peak) + ["", "Row-wise, float32:", ""]
         tables += table_rowwise(row_rows) + ["", "Top-k, float32:", ""] + table_topk(topk_rows) + [""]

@@ -2,7 +2,9 @@
 # pulled (no registry reachable). It reproduces what our Dockerfile relies on and nothing more: `python` and
 # `pip` on PATH (root may `pip install` into it), Python's C headers (the official image ships them; CMake's
 # FindPython needs them to build the extension). Debian bookworm's Python is 3.11.2, the official tag's 3.11.7.
-FROM debian:bookworm-slim
+# BASE_IMAGE: Debian bookworm-slim, the official one or the same release made with debootstrap.
+ARG BASE_IMAGE=debian:bookworm-slim
+FROM ${BASE_IMAGE}
 
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends python3 python3-venv python3-dev \

@@ -1,9 +1,13 @@
-"""Shared helpers: the float64 numpy reference every test compares against."""
+"""Shared helpers: the float64 numpy reference every test compares against, and how a missing prerequisite
+is reported."""
 
 from __future__ import annotations
 
 import os
+import subprocess
 import warnings
+from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 import pytest
@@ -17,6 +21,27 @@ settings.register_profile(
     "dev", max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
 settings.load_profile("ci" if os.environ.get("CI") else "dev")
+
+
+FOLDER = Path(__file__).resolve().parent.parent
+
+
+def missing(what: str, install: str = "make install") -> NoReturn:
+    """A prerequisite is missing: one line naming it and the command that installs it. A skip on a
+    developer's machine, a failure under CI=true (where a skip would hide a suite that never ran)."""
+    line = f"{what} is missing (install it with: {install})"
+    if os.environ.get("CI") == "true":
+        pytest.fail(line, pytrace=False)
+    pytest.skip(line)
+
+
+def require_apt(*packages: str) -> None:
+    """The Debian packages a test uses, probed as scripts/apt-deps.sh (their one owner) probes them."""
+    check = subprocess.run(
+        [str(FOLDER / "scripts" / "apt-deps.sh"), "--check", *packages], capture_output=True, text=True
+    )
+    if check.returncode != 0:
+        missing(check.stderr.strip().removeprefix("metric-bindings: missing "), "make install")
 
 
 def reference(a: np.ndarray, b: np.ndarray) -> np.ndarray:

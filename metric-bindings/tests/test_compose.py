@@ -31,8 +31,8 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def services() -> dict[str, dict]:
-    r = run("config", "--format", "json")
+def services(*flags: str) -> dict[str, dict]:
+    r = run(*flags, "config", "--format", "json")
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout)["services"]
 
@@ -56,8 +56,8 @@ def test_compose_file_is_valid():
 
 
 def test_compose_images_are_pinned_and_have_healthchecks():
-    svcs = services()
-    assert {"demo", "test"} <= set(svcs)
+    svcs = services("--profile", "dask")
+    assert {"demo", "test", "dask-scheduler", "dask-worker", "dask-job"} <= set(svcs)
     for name, svc in svcs.items():
         ref = svc["image"].rsplit("/", 1)[-1]
         assert ":" in ref, f"{name}: image {svc['image']} has no tag"
@@ -65,14 +65,21 @@ def test_compose_images_are_pinned_and_have_healthchecks():
         assert "healthcheck" in svc, name
 
 
-def test_one_service_builds_the_image_the_others_reuse_it():
-    svcs = services()
-    builders = [name for name, svc in svcs.items() if "build" in svc]
-    assert builders == ["demo"], f"exactly one service should build the image, not {builders}"
+def test_plain_up_runs_the_job_and_the_dask_services_only_with_their_profile():
+    assert set(services()) == {"demo", "test"}, "a plain `docker compose up` should run demo and test only"
+    for name, svc in services("--profile", "dask").items():
+        assert svc.get("profiles", []) == ([] if name in ("demo", "test") else ["dask"]), name
+
+
+def test_one_image_built_the_same_way_by_whichever_service_starts_first():
+    svcs = services("--profile", "dask")
     image = svcs["demo"]["image"]
+    builds = {name: svc["build"] for name, svc in svcs.items() if "build" in svc}
+    assert set(builds) == {"demo", "dask-scheduler"}, f"the services that build: {sorted(builds)}"
+    assert builds["demo"] == builds["dask-scheduler"]
     for name, svc in svcs.items():
-        if name != "demo":
-            assert svc["image"] == image, f"{name} runs {svc['image']}, not the built {image}"
+        assert svc["image"] == image, f"{name} runs {svc['image']}, not the built {image}"
+        if name not in builds:
             assert svc.get("pull_policy") == "never", f"{name} would try to pull the locally built {image}"
 
 

@@ -45,8 +45,12 @@ def test_topk_k_out_of_range(k):
 def test_topk_k_type_and_budget():
     with pytest.raises(TypeError, match="k must be an int"):
         mb.topk_cosine(A, A, 1.5)
-    with pytest.raises(ValueError, match="memory_budget"):
-        mb.topk_cosine(A, A, 1, memory_budget=0)
+    for budget in (0, 1, mb.MIN_TOPK_BUDGET - 1):  # refused, with the minimum named
+        with pytest.raises(ValueError, match=r"memory_budget=\d+ bytes is below the minimum of 65536 bytes"):
+            mb.topk_cosine(A, A, 1, memory_budget=budget)
+    with pytest.raises(ValueError, match="memory_budget must be >= 65536 bytes, got -1"):
+        mb.topk_cosine(A, A, 1, memory_budget=-1)
+    mb.topk_cosine(A, A, 1, memory_budget=mb.MIN_TOPK_BUDGET)
 
 
 def test_out_errors():

@@ -89,7 +89,8 @@ def test_topk_any_magnitude(ab, data):
     a, b = ab
     a = np.where(np.isinf(a), 0, a).astype(a.dtype)  # a NaN score ties with no other: keep rankings checkable
     k = data.draw(st.integers(1, b.shape[0]))
-    vals, idx = mb.topk_cosine(a, b, k, memory_budget=data.draw(st.sampled_from([1, mb.DEFAULT_TOPK_BUDGET])))
+    budget = data.draw(st.sampled_from([mb.MIN_TOPK_BUDGET, mb.DEFAULT_TOPK_BUDGET]))
+    vals, idx = mb.topk_cosine(a, b, k, memory_budget=budget)
     full = rescaled_reference(a, b)
     tol = tolerance(a.dtype)
     np.testing.assert_allclose(vals, np.sort(full, axis=1)[:, ::-1][:, :k], atol=tol, rtol=0)

@@ -98,7 +98,7 @@ def test_paired_matches_reference(n, d, la, lb, dt, seed):
     la=st.sampled_from(LAYOUTS),
     lb=st.sampled_from(LAYOUTS),
     dt=st.sampled_from([np.float32, np.float64]),
-    budget=st.sampled_from([1, 4096, mb.DEFAULT_TOPK_BUDGET]),
+    budget=st.sampled_from([mb.MIN_TOPK_BUDGET, 1 << 18, mb.DEFAULT_TOPK_BUDGET]),
     data=st.data(),
 )
 def test_topk_matches_sorted_reference(n, m, d, la, lb, dt, budget, data):

@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import reference, tolerance
+from conftest import missing, reference, tolerance
 
 import metric_bindings as mb
 
 # The container image has no torch: its test service deselects these (-m "not torch"), so torch is imported
-# by a fixture, not at collection. Selected without torch installed, they fail on the ImportError.
+# by a fixture, not at collection.
 pytestmark = pytest.mark.torch
 
 
 @pytest.fixture
 def torch():
-    import torch
-
+    try:
+        import torch
+    except ImportError:
+        missing("torch (the [torch] extra)", "make install, or pip install '.[torch]'")
     return torch
 
 

@@ -59,9 +59,13 @@ void check_paired_args(const MatrixView<T>& a, const MatrixView<T>& b) {
 }
 
 template <typename T>
-void check_topk_args(const MatrixView<T>& a, const MatrixView<T>& b, std::int64_t k) {
+void check_topk_args(const MatrixView<T>& a, const MatrixView<T>& b, std::int64_t k, std::size_t memory_budget) {
     static constexpr const char* fn = "topk_cosine";
     check_pair(fn, a, b);
+    if (memory_budget < kMinTopkBudget) {
+        throw ArgumentError(std::string(fn) + ": memory_budget=" + std::to_string(memory_budget) +
+                            " bytes is below the minimum of " + std::to_string(kMinTopkBudget) + " bytes (64 KiB)");
+    }
     const std::int64_t m = b.rows;
     if (a.rows == 0 || m == 0) {  // empty results: any k >= 0 will do
         if (k < 0) throw ArgumentError(std::string(fn) + ": k=" + std::to_string(k) + " is out of range: k must be >= 1");
@@ -101,7 +105,7 @@ void check_output(const char* fn, const void* data, std::int64_t len, std::int64
 #define MB_INSTANTIATE_CHECKS(T)                                                                  \
     template void check_matrix_args<T>(const char*, const MatrixView<T>&, const MatrixView<T>&); \
     template void check_paired_args<T>(const MatrixView<T>&, const MatrixView<T>&);              \
-    template void check_topk_args<T>(const MatrixView<T>&, const MatrixView<T>&, std::int64_t);
+    template void check_topk_args<T>(const MatrixView<T>&, const MatrixView<T>&, std::int64_t, std::size_t);
 
 MB_INSTANTIATE_CHECKS(float)
 MB_INSTANTIATE_CHECKS(double)

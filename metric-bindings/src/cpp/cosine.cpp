@@ -8,8 +8,9 @@
 //  * PackedGemm (packed_gemm.cpp), float32 on a CPU with AVX-512: for large work our own blocked GEMM with the
 //    norms of B summed while it is packed and the scaling applied as the output is stored; for many rows
 //    against 8-64 its few-columns kernel (B packed in cache, A streamed once). No BLAS.
-// Each strategy is one function (cosine_fused, cosine_packed, ...); strategy_fn is the table, choose_strategy
-// the one place with the thresholds, and top-k scores its tiles with the same functions (topk_scorer).
+// Each kernel is one function (cosine_fused, cosine_packed, ...); kernel_fn is the table, and one function,
+// decide, picks the kernel of every call (full matrix or top-k's tiles, Auto or a requested strategy) from one
+// table of thresholds, kThresholds.
 // Rows whose magnitude the kernels cannot handle (norms outside SafeRange) raise a RangeFlag; run_rescuing then
 // redoes the work on rows rescaled by a power of two.
 //  * NormalizeFirst: A and B are small next to the output (square-ish shapes): copy them with unit rows and
@@ -43,43 +44,15 @@ namespace {
 using detail::inverse_norm;
 using detail::parallel_for;
 using detail::RangeFlag;
+using detail::Scratch;
 
 constexpr std::int64_t kBlasMax = std::numeric_limits<int>::max();  // 32-bit BLAS integers
-constexpr std::int64_t kFusedMaxRows = 8;  // Auto uses the fused kernel when one side has at most this many rows
 constexpr std::int64_t kParallelGrain = std::int64_t{1} << 19;  // elements per thread before we use threads
 constexpr std::size_t kTileBytes = std::size_t{32} << 20;  // GEMM operand tile: only huge inputs are split
-constexpr double kPackedMinWork = double(std::int64_t{1} << 29);  // Auto: N M D from which PackedGemm wins
-constexpr double kPackedMaxA = double(std::int64_t{16} << 20);     // Auto: PackedGemm only if A has <= 16M values
-constexpr std::int64_t kFewColumnsMin = 8;  // Auto: B rows from which the few-columns kernel wins
 constexpr std::int64_t kPrefetchBytes = 4096;  // streaming kernels: how far ahead rows are prefetched
 constexpr std::size_t kPackedScratchBytes = std::size_t{4} << 20;  // top-k: the packed GEMM's B panels (2 x 1 MiB)
 
 // ---------------------------------------------------------------- BLAS operands
-
-/// Growable scratch buffer that is NOT zero-filled (std::vector would write every byte once more, and for a
-/// normalised copy of a large B that is a whole extra pass over memory).
-template <typename T>
-class Buffer {
-   public:
-    void resize(std::size_t count) {
-        if (count > cap_) {
-            data_.reset(new T[count]);
-            cap_ = count;
-        }
-    }
-    T* data() { return data_.get(); }
-    const T* data() const { return data_.get(); }
-    T& operator[](std::size_t i) { return data_[i]; }
-    std::size_t capacity() const { return cap_; }
-    void release() {
-        data_.reset();
-        cap_ = 0;
-    }
-
-   private:
-    std::unique_ptr<T[]> data_;
-    std::size_t cap_ = 0;
-};
 
 /// A matrix as BLAS sees it: element (i, j) is ptr[i * ld + j] (row-major) or ptr[i + j * ld] (column-major).
 template <typename T>
@@ -119,17 +92,11 @@ bool rows_contiguous(const MatrixView<T>& v) {
     return v.col_stride == 1 || v.cols <= 1;
 }
 
-/// True when the packed GEMM can run here and pays off for float32 work of this size (measured in bench/).
-bool packed_pays(std::int64_t n, std::int64_t m, std::int64_t d) {
-    return detail::packed_gemm_available() &&
-           static_cast<double>(n) * static_cast<double>(m) * static_cast<double>(d) >= kPackedMinWork;
-}
-
 /// Rows [r0, r1) of v copied into buf as a packed row-major matrix (any source strides).
 template <typename T>
-const T* pack_rows(const MatrixView<T>& v, std::int64_t r0, std::int64_t r1, Buffer<T>& buf) {
+const T* pack_rows(const MatrixView<T>& v, std::int64_t r0, std::int64_t r1, Scratch<T>& buf) {
     const std::int64_t n = r1 - r0, d = v.cols;
-    buf.resize(static_cast<std::size_t>(n * d));
+    buf.get(static_cast<std::size_t>(n * d));
     for (std::int64_t i = 0; i < n; ++i) {
         const T* src = v.data + (r0 + i) * v.row_stride;
         T* dst = buf.data() + i * d;
@@ -140,7 +107,7 @@ const T* pack_rows(const MatrixView<T>& v, std::int64_t r0, std::int64_t r1, Buf
 
 /// Rows [r0, r1) of v as a BLAS operand: in place when possible, else copied (row-major) into buf.
 template <typename T>
-Operand<T> rows_operand(const MatrixView<T>& v, std::int64_t r0, std::int64_t r1, Buffer<T>& buf) {
+Operand<T> rows_operand(const MatrixView<T>& v, std::int64_t r0, std::int64_t r1, Scratch<T>& buf) {
     Operand<T> op;
     if (blas_layout(v, op)) {
         op.ptr = op.row(r0);
@@ -223,11 +190,11 @@ std::int64_t tile_rows(std::int64_t d, std::int64_t total, std::size_t bytes = k
 
 /// Writes a copy of v with unit rows (row-major, packed) into out; stops early if a row raises flag.
 template <typename T>
-void normalized_copy(const MatrixView<T>& v, Buffer<T>& out, RangeFlag& flag) {
+void normalized_copy(const MatrixView<T>& v, Scratch<T>& out, RangeFlag& flag) {
     const std::int64_t n = v.rows, d = v.cols;
-    out.resize(static_cast<std::size_t>(std::max<std::int64_t>(n * d, 1)));
+    out.get(static_cast<std::size_t>(std::max<std::int64_t>(n * d, 1)));
     std::vector<T> inv(static_cast<std::size_t>(n));
-    Buffer<T> scratch;
+    Scratch<T> scratch;
     const Operand<T> op = rows_operand(v, 0, n, scratch);
     inverse_norms(op, n, d, inv.data(), flag);
     if (flag.load(std::memory_order_relaxed)) return;
@@ -247,18 +214,14 @@ void normalized_copy(const MatrixView<T>& v, Buffer<T>& out, RangeFlag& flag) {
                  });
 }
 
-/// Per-thread buffers for the normalised copies, reused across calls. A fresh multi-MiB allocation is a page
-/// fault per 4 KiB page on first touch: measured at 10-25% of the GEMM itself at (4096, 4096, 512) and
-/// (2048, 2048, 2048). Buffers above kKeepScratchBytes are freed after the call, so one huge call does not pin
-/// its memory; thread_local keeps concurrent callers (the GIL is released) apart.
-constexpr std::size_t kKeepScratchBytes = std::size_t{64} << 20;
-
+/// Per-thread buffers for the normalised copies, reused across calls (the rule of detail::Scratch);
+/// thread_local keeps concurrent callers (the GIL is released) apart.
 template <typename T>
 struct NormalizeScratch {
-    Buffer<T> a, b;
+    Scratch<T> a, b;
     void trim() {
-        if (a.capacity() * sizeof(T) > kKeepScratchBytes) a.release();
-        if (b.capacity() * sizeof(T) > kKeepScratchBytes) b.release();
+        a.trim();
+        b.trim();
     }
 };
 
@@ -417,9 +380,9 @@ T finish_pair(T dot, T na, T nb, const T* x, std::int64_t xs, const T* y, std::i
 /// then lies in [1, 2), so its norm in [1, 2 sqrt(D)]), as a packed row-major copy in buf. Other rows (also zero
 /// rows and rows holding inf or NaN) are copied unchanged. Only called after a kernel raised its RangeFlag.
 template <typename T>
-MatrixView<T> rescaled_rows(const MatrixView<T>& v, Buffer<T>& buf) {
+MatrixView<T> rescaled_rows(const MatrixView<T>& v, Scratch<T>& buf) {
     const std::int64_t n = v.rows, d = v.cols;
-    buf.resize(static_cast<std::size_t>(std::max<std::int64_t>(n * d, 1)));
+    buf.get(static_cast<std::size_t>(std::max<std::int64_t>(n * d, 1)));
     parallel_for(n, std::max<std::int64_t>(1, kParallelGrain / std::max<std::int64_t>(d, 1)),
                  [&](std::int64_t lo, std::int64_t hi) {
                      for (std::int64_t i = lo; i < hi; ++i) {
@@ -494,7 +457,7 @@ void cosine_fused(const MatrixView<T>& a, const MatrixView<T>& b, T* out, std::i
     const MatrixView<T>& sv = a_small ? a : b;
     const MatrixView<T>& bv = a_small ? b : a;
     std::vector<T> inv_small(static_cast<std::size_t>(sv.rows));
-    Buffer<T> small_buf, big_buf;
+    Scratch<T> small_buf, big_buf;
     Operand<T> sop = rows_operand(sv, 0, sv.rows, small_buf);
     if (sop.col_major || (sop.ld != d && sv.rows > 1))  // the kernel wants packed rows
         sop = {pack_rows(sv, 0, sv.rows, small_buf), std::max<std::int64_t>(d, 1), false};
@@ -535,7 +498,7 @@ template <typename T>
 void cosine_scale(const MatrixView<T>& a, const MatrixView<T>& b, T* out, std::int64_t ldo, RangeFlag& flag) {
     const std::int64_t n = a.rows, m = b.rows, d = a.cols;
     std::vector<T> inv_a(static_cast<std::size_t>(n)), inv_b(static_cast<std::size_t>(m));
-    Buffer<T> buf_a, buf_b;
+    Scratch<T> buf_a, buf_b;
     // GEMM tiles only when a layout needs a copy (bounding the copy); otherwise one call, which was measured
     // faster than tiles of 8 or 32 MiB, e.g. (256, 100000, 512): 612 ms vs 729 / 1221 ms (tile-local scaling).
     Operand<T> probe;
@@ -560,61 +523,94 @@ void cosine_scale(const MatrixView<T>& a, const MatrixView<T>& b, T* out, std::i
     scale_tile(out, ldo, n, m, inv_a.data(), inv_b.data());
 }
 
-/// PackedGemm (packed_gemm.cpp), float32 only and only where it can run (resolve_strategy sees to it). Its packing
-/// reads rows with unit stride: other layouts get one row-major copy first.
-template <typename T>
+/// The kernels of packed_gemm.cpp (float32, where they can run: decide sees to it). Their packing reads rows with
+/// unit stride: other layouts get one row-major copy first.
+template <typename T, bool FewColumns>
 void cosine_packed(const MatrixView<T>& a, const MatrixView<T>& b, T* out, std::int64_t ldo, RangeFlag& flag) {
     if constexpr (std::is_same_v<T, float>) {
         const std::int64_t n = a.rows, m = b.rows, d = a.cols;
-        Buffer<T> buf_a, buf_b;
+        Scratch<T> buf_a, buf_b;
         const MatrixView<T> ra = rows_contiguous(a) ? a : MatrixView<T>::row_major(pack_rows(a, 0, n, buf_a), n, d);
         const MatrixView<T> rb = rows_contiguous(b) ? b : MatrixView<T>::row_major(pack_rows(b, 0, m, buf_b), m, d);
-        if (m < n && m <= detail::kFewColumnsMax) {  // many rows against a few: A streamed once, B in cache
+        if constexpr (FewColumns) {  // many rows against a few: A streamed once, B in cache
             detail::few_columns_cosine(ra.data, ra.row_stride, n, rb.data, rb.row_stride, m, d, out, ldo, flag);
-            return;
+        } else {
+            detail::packed_cosine(ra.data, ra.row_stride, n, rb.data, rb.row_stride, m, d, out, ldo, flag);
         }
-        detail::packed_cosine(ra.data, ra.row_stride, n, rb.data, rb.row_stride, m, d, out, ldo, flag);
     } else {
-        cosine_scale(a, b, out, ldo, flag);
+        cosine_scale(a, b, out, ldo, flag);  // unreachable: decide gives the packed kernels float32 only
     }
 }
 
-/// The table: one function per strategy (Auto is resolved before).
+/// The kernels a call can run. A Strategy names what a user asks for; PackedGemm covers two kernels here.
+enum class Kernel { Fused, Normalize, Scale, Packed, FewColumns };
+
+/// The table: one function per kernel.
 template <typename T>
-StrategyFn<T> strategy_fn(Strategy s) {
-    switch (s) {
-        case Strategy::Fused: return &cosine_fused<T>;
-        case Strategy::NormalizeFirst: return &cosine_normalize<T>;
-        case Strategy::PackedGemm: return &cosine_packed<T>;
+StrategyFn<T> kernel_fn(Kernel k) {
+    switch (k) {
+        case Kernel::Fused: return &cosine_fused<T>;
+        case Kernel::Normalize: return &cosine_normalize<T>;
+        case Kernel::Packed: return &cosine_packed<T, false>;
+        case Kernel::FewColumns: return &cosine_packed<T, true>;
         default: return &cosine_scale<T>;
     }
 }
 
-/// The strategy that runs: Auto as choose_strategy says (PackedGemm only for rows with unit stride, which its
-/// packing reads in place), and PackedGemm only where it can run (float32, AVX-512, D >= 1), else ScaleOutput.
-template <typename T>
-Strategy resolve_strategy(Strategy requested, const MatrixView<T>& a, const MatrixView<T>& b) {
-    constexpr bool single = std::is_same_v<T, float>;
-    const std::int64_t n = a.rows, m = b.rows, d = a.cols;
-    Strategy s = requested;
-    if (s == Strategy::Auto) {
-        s = choose_strategy(n, m, d, single);
-        if (s == Strategy::PackedGemm && !(rows_contiguous(a) && rows_contiguous(b))) s = choose_strategy(n, m, d, false);
+/// Every threshold of the choice of kernel, measured with bench/ (docs/performance.md).
+struct Thresholds {
+    std::int64_t fused_max_rows;     ///< the fused kernel when one side has at most this many rows,
+    std::int64_t fused_max_b;        ///< or B has at most this many (OpenBLAS's skinny GEMM is slow there)
+    std::int64_t few_columns_min;    ///< float32 on AVX-512: the few-columns kernel for B of [min, max] rows
+    std::int64_t few_columns_max;    ///< against more rows of A (1.2x at 8 rows to 2.3x at 64 over fused)
+    double packed_min_work;          ///< the packed GEMM from this many multiply-adds N M D (5-40 % over CBLAS),
+    double packed_max_a;             ///< while A has at most this many values (it packs all of A first)
+    std::size_t topk_packed_budget;  ///< top-k scores with the packed GEMM only within budgets this large
+};
+constexpr Thresholds kThresholds{8, 32, 8, detail::kFewColumnsMax, double(std::int64_t{1} << 29),
+                                 double(std::int64_t{16} << 20), 4 * kPackedScratchBytes};
+
+/// What the choice depends on. topk_budget: 0 for the full matrix, else top-k's memory budget (its tiles).
+struct Call {
+    std::int64_t n, m, d;
+    bool single;           ///< float32
+    bool rows_contiguous;  ///< both inputs' rows have unit stride (the packed kernels read them in place)
+    std::size_t topk_budget;
+};
+
+/// The one function that decides which kernel runs, for every entry point.
+Kernel decide(Strategy requested, const Call& c) {
+    const Thresholds& t = kThresholds;
+    const double work = static_cast<double>(c.n) * static_cast<double>(c.m) * static_cast<double>(c.d);
+    const bool packed_runs = c.single && detail::packed_gemm_available() && c.d > 0;
+    const bool packed_pays = packed_runs && c.rows_contiguous && work >= t.packed_min_work;
+    const bool few_columns_shape = c.m < c.n && c.m <= t.few_columns_max;
+    if (c.topk_budget > 0) {  // top-k's tiles: few queries read each B tile once; the packed GEMM if it fits
+        if (c.n <= t.fused_max_rows) return Kernel::Fused;
+        return packed_pays && c.topk_budget >= t.topk_packed_budget ? Kernel::Packed : Kernel::Scale;
     }
-    if (s == Strategy::PackedGemm && !(single && detail::packed_gemm_available() && d > 0)) s = Strategy::ScaleOutput;
-    return s;
+    switch (requested) {
+        case Strategy::Fused: return Kernel::Fused;
+        case Strategy::NormalizeFirst: return Kernel::Normalize;
+        case Strategy::ScaleOutput: return Kernel::Scale;
+        case Strategy::PackedGemm:
+            return !packed_runs ? Kernel::Scale : few_columns_shape ? Kernel::FewColumns : Kernel::Packed;
+        case Strategy::Auto: break;
+    }
+    // Many rows against 8-64: the few-columns kernel streams A once, register-blocked, FMA-bound. Below 8 rows
+    // both it and the fused kernel are memory-bound, and the fused kernel wastes no vector lanes.
+    if (packed_runs && c.rows_contiguous && c.m >= t.few_columns_min && few_columns_shape) return Kernel::FewColumns;
+    if (std::min(c.n, c.m) <= t.fused_max_rows || c.m <= t.fused_max_b) return Kernel::Fused;
+    if (packed_pays && static_cast<double>(c.n) * static_cast<double>(c.d) <= t.packed_max_a) return Kernel::Packed;
+    // Normalising copies cost ~2 (N + M) D memory traffic; scaling the output costs ~2 N M (in cache, so less).
+    const double copies = static_cast<double>(c.n + c.m) * static_cast<double>(c.d);
+    const double output = static_cast<double>(c.n) * static_cast<double>(c.m);
+    return copies < output ? Kernel::Normalize : Kernel::Scale;
 }
 
-/// The strategy that scores top-k's tiles. Few queries: the fused kernel (no BLAS) reads each B tile once. Large
-/// float32 work on an AVX-512 CPU: the packed GEMM, if the budget holds its B panels. Otherwise a CBLAS GEMM.
 template <typename T>
-Strategy topk_scorer(const MatrixView<T>& a, const MatrixView<T>& b, std::size_t budget) {
-    const std::int64_t n = a.rows, m = b.rows, d = a.cols;
-    if (n <= kFusedMaxRows) return Strategy::Fused;
-    if (std::is_same_v<T, float> && d > 0 && rows_contiguous(a) && rows_contiguous(b) && packed_pays(n, m, d) &&
-        budget >= 4 * kPackedScratchBytes)
-        return Strategy::PackedGemm;
-    return Strategy::ScaleOutput;
+Call call_of(const MatrixView<T>& a, const MatrixView<T>& b, std::size_t topk_budget = 0) {
+    return {a.rows, b.rows, a.cols, std::is_same_v<T, float>, rows_contiguous(a) && rows_contiguous(b), topk_budget};
 }
 
 /// Runs a strategy; if a row was outside the safe range (rare: norms beyond 2^+-40 in float32), runs it again on
@@ -624,7 +620,7 @@ void run_rescuing(StrategyFn<T> fn, const MatrixView<T>& a, const MatrixView<T>&
     RangeFlag flag{false};
     fn(a, b, out, ldo, flag);
     if (!flag.load(std::memory_order_relaxed)) return;
-    Buffer<T> buf_a, buf_b;
+    Scratch<T> buf_a, buf_b;
     RangeFlag again{false};  // every rescaled row is in range: never raised
     fn(rescaled_rows(a, buf_a), rescaled_rows(b, buf_b), out, ldo, again);
 }
@@ -634,23 +630,13 @@ void run_rescuing(StrategyFn<T> fn, const MatrixView<T>& a, const MatrixView<T>&
 // ================================================================ public API
 
 Strategy choose_strategy(std::int64_t n, std::int64_t m, std::int64_t d, bool single_precision) {
-    // Measured (bench/): the fused kernel wins when one side has <= 8 rows, and when B (the side whose rows
-    // become output columns) has <= 32 rows, where OpenBLAS's skinny GEMM is slow.
-    // Many rows against 8-64 (float32, AVX-512): the packed GEMM's few-columns kernel streams A once, register-
-    // blocked, FMA-bound; measured 1.2x (8 rows) to 2.3x (64 rows) faster than the fused kernel. Below 8 rows
-    // both are memory-bound and the fused kernel wastes no vector lanes.
-    if (single_precision && detail::packed_gemm_available() && m >= kFewColumnsMin && m <= detail::kFewColumnsMax &&
-        n > m)
-        return Strategy::PackedGemm;
-    if (std::min(n, m) <= kFusedMaxRows || m <= 4 * kFusedMaxRows) return Strategy::Fused;
-    // Our packed GEMM (float32, AVX-512 builds) beat every CBLAS strategy from 2^29 multiply-adds up, by 5-40%,
-    // except when A is the huge side (it packs all of A first; CBLAS blocks it better there).
-    if (single_precision && packed_pays(n, m, d) && static_cast<double>(n) * static_cast<double>(d) <= kPackedMaxA)
-        return Strategy::PackedGemm;
-    // Normalising copies cost ~2 (N + M) D memory traffic; scaling the output costs ~2 N M (in cache, so less).
-    const double copies = static_cast<double>(n + m) * static_cast<double>(d);
-    const double output = static_cast<double>(n) * static_cast<double>(m);
-    return copies < output ? Strategy::NormalizeFirst : Strategy::ScaleOutput;
+    switch (decide(Strategy::Auto, Call{n, m, d, single_precision, true, 0})) {
+        case Kernel::Fused: return Strategy::Fused;
+        case Kernel::Normalize: return Strategy::NormalizeFirst;
+        case Kernel::Packed:
+        case Kernel::FewColumns: return Strategy::PackedGemm;
+        default: return Strategy::ScaleOutput;
+    }
 }
 
 template <typename T>
@@ -660,7 +646,7 @@ void cosine_similarity(const MatrixView<T>& a, const MatrixView<T>& b, T* out, s
     check_output("cosine_similarity", out, n, m, ldo, 1, n, m);
     if (n == 0 || m == 0) return;
     if (n == 1) ldo = m;  // a single row: its leading dimension is never used, but BLAS wants it >= M
-    run_rescuing(strategy_fn<T>(resolve_strategy(strategy, a, b)), a, b, out, ldo);
+    run_rescuing(kernel_fn<T>(decide(strategy, call_of(a, b))), a, b, out, ldo);
 }
 
 template <typename T>
@@ -724,19 +710,19 @@ void paired_cosine_similarity(const MatrixView<T>& a, const MatrixView<T>& b, T*
 template <typename T>
 void topk_cosine(const MatrixView<T>& a, const MatrixView<T>& b, std::int64_t k, T* values, std::int64_t* indices,
                  std::size_t memory_budget) {
-    check_topk_args(a, b, k);
+    check_topk_args(a, b, k, memory_budget);
     const std::int64_t n = a.rows, m = b.rows, d = a.cols;
     if (n == 0 || m == 0) return;
     check_output("topk_cosine", values, n, k, k, 1, n, k);
     check_output("topk_cosine", indices, n, k, k, 1, n, k);
 
-    const std::size_t budget = std::max<std::size_t>(memory_budget, std::size_t{1} << 16);
-    const Strategy scorer = topk_scorer(a, b, budget);
-    const bool packed = scorer == Strategy::PackedGemm;
+    const std::size_t budget = memory_budget;
+    const Kernel scorer = decide(Strategy::Auto, call_of(a, b, budget));
+    const bool packed = scorer == Kernel::Packed;
     // Our own scorers leave the cores free for a threaded selection; after a CBLAS GEMM the selection stays on
     // this thread, because OpenBLAS workers spin between calls and sharing the cores with them collapses
     // throughput on a busy machine.
-    const bool threaded_selection = scorer != Strategy::ScaleOutput;
+    const bool threaded_selection = scorer != Kernel::Scale;
 
     Operand<T> probe;
     const bool copy_a = packed || !blas_layout(a, probe), copy_b = !packed && !blas_layout(b, probe);
@@ -749,9 +735,9 @@ void topk_cosine(const MatrixView<T>& a, const MatrixView<T>& b, std::int64_t k,
     const std::size_t per_row = static_cast<std::size_t>(mb) * sz + (copy_a ? dd * sz : 0) + sz;
     const std::size_t rest = usable > used_b ? usable - used_b : per_row;
     const std::int64_t nb = std::clamp<std::int64_t>(static_cast<std::int64_t>(rest / per_row), 1, n);
-    Buffer<T> scores;
-    scores.resize(static_cast<std::size_t>(nb * mb));
-    const StrategyFn<T> score = strategy_fn<T>(scorer);
+    Scratch<T> scores;
+    scores.get(static_cast<std::size_t>(nb * mb));
+    const StrategyFn<T> score = kernel_fn<T>(scorer);
     std::int64_t filled = 0;  // every row has seen the same candidates, so one fill count serves them all
     for (std::int64_t j0 = 0; j0 < m; j0 += mb) {
         const std::int64_t j1 = std::min(m, j0 + mb), cols = j1 - j0;
@@ -805,7 +791,7 @@ void gemm_nt(const MatrixView<T>& a, const MatrixView<T>& b, T* c, std::int64_t 
     check_output("gemm_nt", c, a.rows, b.rows, ldc, 1, a.rows, b.rows);
     if (a.rows == 0 || b.rows == 0) return;
     if (a.rows == 1) ldc = b.rows;  // never used for a single row, but BLAS wants it >= M
-    Buffer<T> ba, bb;
+    Scratch<T> ba, bb;
     gemm_abt(rows_operand(a, 0, a.rows, ba), rows_operand(b, 0, b.rows, bb), a.rows, b.rows, a.cols, c, ldc);
 }
 
@@ -836,5 +822,7 @@ std::string blas_info() {
 
 MB_INSTANTIATE(float)
 MB_INSTANTIATE(double)
+
+std::int64_t num_threads() { return detail::max_threads(); }
 
 }  // namespace metric_bindings

@@ -46,7 +46,8 @@ void check_matrix_args(const char* fn, const MatrixView<T>& a, const MatrixView<
 template <typename T>
 void check_paired_args(const MatrixView<T>& a, const MatrixView<T>& b);  ///< and the same number of rows
 template <typename T>
-void check_topk_args(const MatrixView<T>& a, const MatrixView<T>& b, std::int64_t k);  ///< and 1 <= k <= M
+void check_topk_args(const MatrixView<T>& a, const MatrixView<T>& b, std::int64_t k,
+                     std::size_t memory_budget);  ///< and 1 <= k <= M, memory_budget >= kMinTopkBudget
 /// An output matrix: shape (want_rows, want_cols), unit stride along its rows, rows that do not overlap.
 void check_output(const char* fn, const void* data, std::int64_t rows, std::int64_t cols, std::int64_t row_stride,
                   std::int64_t col_stride, std::int64_t want_rows, std::int64_t want_cols);
@@ -68,6 +69,8 @@ enum class Strategy {
 
 /// Default bound on the extra memory topk_cosine allocates besides its outputs (64 MiB).
 inline constexpr std::size_t kDefaultTopkBudget = std::size_t{64} << 20;
+/// The smallest budget topk_cosine accepts (64 KiB): its per-thread selection state and smallest tiles.
+inline constexpr std::size_t kMinTopkBudget = std::size_t{64} << 10;
 
 /// out (N x M, row-major, leading dimension ldo >= M) = cosine similarities of the rows of a (N x D) and b (M x D).
 template <typename T>
@@ -80,10 +83,15 @@ void paired_cosine_similarity(const MatrixView<T>& a, const MatrixView<T>& b, T*
 
 /// For each row of a, the k most similar rows of b: values and indices (both N x k, row-major, packed), sorted
 /// by decreasing similarity (NaN first, ties by increasing index). B is processed in blocks so that the extra
-/// memory stays below memory_budget whatever M is. Requires 1 <= k <= M unless N or M is 0.
+/// memory stays below memory_budget whatever M is. Requires 1 <= k <= M unless N or M is 0, and
+/// memory_budget >= kMinTopkBudget.
 template <typename T>
 void topk_cosine(const MatrixView<T>& a, const MatrixView<T>& b, std::int64_t k, T* values, std::int64_t* indices,
                  std::size_t memory_budget = kDefaultTopkBudget);
+
+/// Threads our own passes use now (norms, scaling, row-wise, top-k selection; BLAS has its own setting):
+/// METRIC_BINDINGS_NUM_THREADS when set to a number > 0, else the hardware threads. Read on every call.
+std::int64_t num_threads();
 
 /// Plain C = A B^T (N x M, ldc) through the same BLAS: the yardstick the benchmarks compare against.
 template <typename T>

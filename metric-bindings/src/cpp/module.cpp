@@ -149,7 +149,7 @@ Np1<T> paired(In<T> a, In<T> b, std::optional<Out1<T>> out) {
 template <typename T>
 std::pair<Np2<T>, Np2<std::int64_t>> topk(In<T> a, In<T> b, std::int64_t k, std::size_t memory_budget) {
     const auto av = view(a), bv = view(b);
-    mb::check_topk_args(av, bv, k);
+    mb::check_topk_args(av, bv, k, memory_budget);
     const std::int64_t n = av.rows, m = bv.rows;
     const std::int64_t kk = (n == 0 || m == 0) ? std::min<std::int64_t>(k, m) : k;  // empty results
     auto vals = new_array<T, 2>({static_cast<std::size_t>(n), static_cast<std::size_t>(kk)});
@@ -226,4 +226,7 @@ NB_MODULE(_core, m) {
           "True when the packed GEMM (strategy 'packed') can run: built in (GCC on x86-64) and the CPU has AVX-512."
           " Otherwise 'packed' runs 'scale'.");
     m.attr("DEFAULT_TOPK_BUDGET") = mb::kDefaultTopkBudget;
+    m.attr("MIN_TOPK_BUDGET") = mb::kMinTopkBudget;
+    m.def("num_threads", &mb::num_threads,
+          "Threads for our own passes now: METRIC_BINDINGS_NUM_THREADS if set (> 0), else the hardware threads.");
 }

@@ -54,35 +54,11 @@ constexpr std::int64_t kKC = 1024;                  // depth of one packed block
 constexpr std::int64_t kNC = 256;                   // rows of B per packed chunk (<= 1 MiB: mostly in L2)
 constexpr std::size_t kABlockBytes = 576u << 10;    // packed A panels swept per B panel: stays in L2
 constexpr std::size_t kStreamBytes = 16u << 20;     // outputs above this bypass the caches (streaming stores)
-constexpr std::size_t kKeepBytes = std::size_t{64} << 20;  // scratch kept between calls up to this size
-
-/// 64-byte aligned, growable, not zero-filled scratch (aligned loads of packed panels).
-class AlignedBuffer {
-   public:
-    float* get(std::size_t count) {
-        if (count > cap_) {
-            const std::size_t bytes = (count * sizeof(float) + 63) / 64 * 64;
-            float* p = static_cast<float*>(std::aligned_alloc(64, bytes));
-            if (p == nullptr) throw std::bad_alloc();
-            data_.reset(p);
-            cap_ = count;
-        }
-        return data_.get();
-    }
-    std::size_t bytes() const { return cap_ * sizeof(float); }
-
-   private:
-    struct Free {
-        void operator()(float* p) const { std::free(p); }
-    };
-    std::unique_ptr<float, Free> data_;
-    std::size_t cap_ = 0;
-};
 
 /// Per-thread B scratch (packed chunk, squared norms, inverse norms), handed out to whichever threads run a call
 /// and kept for the next call: a fresh 4 MiB buffer costs ~1000 page faults on first touch.
 struct BScratch {
-    AlignedBuffer packed, inv;
+    Scratch<float> packed, inv;
     std::vector<double> sums;
 };
 
@@ -97,7 +73,7 @@ class ScratchPool {
     }
     void release(std::unique_ptr<BScratch> s) {
         std::lock_guard<std::mutex> lock(mu_);
-        if (free_.size() < 8 && s->packed.bytes() <= kKeepBytes) free_.push_back(std::move(s));
+        if (free_.size() < 8 && s->packed.bytes() <= kKeepScratchBytes) free_.push_back(std::move(s));
     }
 
    private:
@@ -291,7 +267,7 @@ class RowPrefetcher {
 
 /// Packed A (all panels, all depth blocks) and its inverse norms, kept per calling thread between calls.
 struct AScratch {
-    AlignedBuffer packed, inv;
+    Scratch<float> packed, inv;
 };
 
 /// Few columns: R rows of A (broadcast straight from their rows, no packing) against the V * 16 packed rows of
@@ -361,7 +337,7 @@ template <int V, int R>
 void few_columns(const float* a, std::int64_t lda, std::int64_t n, const float* b, std::int64_t ldb, std::int64_t m,
                  std::int64_t d, float* out, std::int64_t ldo, RangeFlag& out_of_range) {
     constexpr std::int64_t W = 16 * V;
-    AlignedBuffer packed, inv;
+    Scratch<float> packed, inv;
     float* const bp = packed.get(static_cast<std::size_t>(d * W));
     float* const inv_b = inv.get(W);
     for (std::int64_t s = 0; s < W; ++s) {
@@ -497,7 +473,8 @@ void packed_cosine(const float* a, std::int64_t lda, std::int64_t n, const float
         slots.push_back(std::move(s));
     });
     for (auto& slot : slots) scratch_pool().release(std::move(slot));
-    if (a_scratch.packed.bytes() > kKeepBytes) a_scratch = AScratch{};
+    a_scratch.packed.trim();
+    a_scratch.inv.trim();
 }
 
 void few_columns_cosine(const float* a, std::int64_t lda, std::int64_t n, const float* b, std::int64_t ldb,

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 from metric_bindings._api import (
     DEFAULT_TOPK_BUDGET,
+    MIN_TOPK_BUDGET,
     blas_info,
     choose_strategy,
     cosine_similarity,
+    num_threads,
     packed_gemm_available,
     paired_cosine_similarity,
     topk_cosine,
@@ -22,9 +24,11 @@ from metric_bindings._api import (
 
 __all__ = [
     "DEFAULT_TOPK_BUDGET",
+    "MIN_TOPK_BUDGET",
     "blas_info",
     "choose_strategy",
     "cosine_similarity",
+    "num_threads",
     "packed_gemm_available",
     "paired_cosine_similarity",
     "topk_cosine",

@@ -53,6 +53,7 @@ _preload_openblas()
 from metric_bindings import _core  # noqa: E402
 
 DEFAULT_TOPK_BUDGET: int = int(_core.DEFAULT_TOPK_BUDGET)
+MIN_TOPK_BUDGET: int = int(_core.MIN_TOPK_BUDGET)
 Strategy = Literal["auto", "normalize", "scale", "fused", "packed"]
 
 
@@ -182,8 +183,8 @@ def topk_cosine(
     a_, b_, _ = _prepare(a, b, fn)
     if isinstance(k, bool) or not isinstance(k, int | np.integer):
         raise TypeError(f"{fn}: k must be an int, not {type(k).__name__}")
-    if memory_budget <= 0:
-        raise ValueError(f"{fn}: memory_budget must be > 0 bytes, got {memory_budget}")
+    if memory_budget < 0:  # the core checks the minimum (MIN_TOPK_BUDGET)
+        raise ValueError(f"{fn}: memory_budget must be >= {MIN_TOPK_BUDGET} bytes, got {memory_budget}")
     values, indices = _core.topk_cosine(a_, b_, int(k), int(memory_budget))  # the core checks k's range
     return values, indices
 
@@ -197,6 +198,13 @@ def choose_strategy(n: int, m: int, d: int, dtype: Any = np.float32) -> str:
     """The strategy (``"fused"``, ``"packed"``, ``"normalize"`` or ``"scale"``) that ``strategy="auto"``
     uses for (N, M, D) inputs of this dtype with contiguous rows."""
     return str(_core.choose_strategy(n, m, d, np.dtype(dtype) != np.float64))
+
+
+def num_threads() -> int:
+    """Threads our own passes use now: ``METRIC_BINDINGS_NUM_THREADS`` when set (> 0), else the hardware
+    threads; read on every call, so a change of the variable (``os.environ``) applies to the next call. BLAS
+    follows its own setting (``OPENBLAS_NUM_THREADS``, or threadpoolctl)."""
+    return int(_core.num_threads())
 
 
 def packed_gemm_available() -> bool:

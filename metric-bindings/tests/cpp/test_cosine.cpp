@@ -227,7 +227,7 @@ TYPED_TEST(Typed, TopkMatchesSortedFullMatrixAndHonoursTinyBudget) {
     auto a = mb::MatrixView<T>::row_major(av.data(), n, d), b = mb::MatrixView<T>::row_major(bv.data(), m, d);
     std::vector<T> full(static_cast<std::size_t>(n * m));
     mb::cosine_similarity(a, b, full.data(), m);
-    for (std::size_t budget : {mb::kDefaultTopkBudget, std::size_t{1}}) {  // 1 byte: smallest blocks, many of them
+    for (std::size_t budget : {mb::kDefaultTopkBudget, mb::kMinTopkBudget}) {  // the minimum: smallest blocks
         std::vector<T> vals(static_cast<std::size_t>(n * k));
         std::vector<std::int64_t> idx(static_cast<std::size_t>(n * k));
         mb::topk_cosine(a, b, k, vals.data(), idx.data(), budget);
@@ -264,6 +264,12 @@ TEST(Core, BadArgumentsThrowWithShapes) {
     auto b4 = mb::MatrixView<float>::row_major(x.data(), 3, 4);
     EXPECT_THROW(mb::topk_cosine(a, b4, 0, out.data(), idx.data()), std::invalid_argument);
     EXPECT_THROW(mb::topk_cosine(a, b4, 4, out.data(), idx.data()), std::invalid_argument);
+    try {  // a budget below the minimum is refused, not silently raised
+        mb::topk_cosine(a, b4, 1, out.data(), idx.data(), mb::kMinTopkBudget - 1);
+        FAIL() << "no exception";
+    } catch (const std::invalid_argument& e) {
+        EXPECT_NE(std::string(e.what()).find("minimum of 65536 bytes"), std::string::npos) << e.what();
+    }
     EXPECT_THROW(mb::paired_cosine_similarity(a, mb::MatrixView<float>::row_major(x.data(), 2, 4), out.data()),
                  std::invalid_argument);
     EXPECT_THROW(mb::cosine_similarity(a, b4, out.data(), 1), std::invalid_argument);  // ldo < M
@@ -373,7 +379,7 @@ TYPED_TEST(Typed, RowsOfAnyMagnitudeGiveTheRightCosines) {
         for (std::int64_t i = 0; i < rows; ++i) ASSERT_NEAR(p[i], ref_cos(apf, i, bp, i), tol<T>()) << "paired F " << i;
         const std::vector<T> full = ref_matrix(a, b);
         const std::int64_t k = std::min<std::int64_t>(m, 4);
-        for (std::size_t budget : {mb::kDefaultTopkBudget, std::size_t{1}}) {
+        for (std::size_t budget : {mb::kDefaultTopkBudget, mb::kMinTopkBudget}) {
             std::vector<T> vals(static_cast<std::size_t>(n * k));
             std::vector<std::int64_t> idx(static_cast<std::size_t>(n * k));
             mb::topk_cosine(a, b, k, vals.data(), idx.data(), budget);
