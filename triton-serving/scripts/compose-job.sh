@@ -1,0 +1,53 @@
+# triton-serving's part of `make compose-test` (sourced by scripts/compose-test.sh; see its contract there).
+# The job: export -> triton (CPU, healthy) -> compare -> perf, one `docker compose up` that exits with perf's status.
+
+# shellcheck disable=SC2034  # read by compose-test.sh
+JOB_UP=(docker compose up --exit-code-from perf)
+JOB_TIMEOUT=2400   # a fresh machine: the export and the forms (~5 min on 2 cores), drift, compare, perf
+
+# PyTorch's CPU index is the default of the tools image; where it cannot be reached, PyPI's (CUDA) torch.
+if ! curl -fsS -o /dev/null --max-time 20 https://download.pytorch.org/whl/cpu/torch/; then
+  export TORCH_INDEX_URL=https://pypi.org/simple
+  echo "   download.pytorch.org unreachable: the tools image takes torch from PyPI (the CUDA build, ~3 GB)"
+fi
+
+# Build a local equivalent with compose's builder (the engine's CLI may have no buildx): the folder is the
+# context (its .dockerignore keeps it to docker/ and the package); the host's CA bundle is a build secret where
+# HTTPS is intercepted.
+build_local() {  # TAG DOCKERFILE
+  local ca=/dev/null
+  [ -s /etc/ssl/certs/ca-certificates.crt ] && ca=/etc/ssl/certs/ca-certificates.crt
+  docker compose -p "$name-local-images" --project-directory . -f - build <<YAML
+services:
+  local:
+    image: $1
+    build:
+      context: .
+      dockerfile: $2
+      args: {BASE_IMAGE: "$BASE_IMAGE"}
+      secrets: [build_ca]
+secrets:
+  build_ca: {file: $ca}
+YAML
+}
+build_tritonserver() { build_local "$1" docker/tritonserver-local.Dockerfile; }
+build_sdk() { build_local "$1" docker/tritonserver-sdk-local.Dockerfile; }
+
+job_images() {
+  image_or_local nvcr.io/nvidia/tritonserver:24.10-py3 triton-serving/tritonserver-local:24.10-py3 build_tritonserver
+  image_or_local nvcr.io/nvidia/tritonserver:24.10-py3-sdk triton-serving/tritonserver-sdk-local:24.10-py3-sdk build_sdk
+}
+
+# The up's output must hold the two comparison tables (in process, served) and perf_analyzer's table, each
+# with a row per CPU form, and perf must have measured every point.
+job_check() {
+  [ "$UP_RC" = 0 ] || fail "'${JOB_UP[*]}' exited $UP_RC (logs: docker compose logs export compare)"
+  local form
+  grep -q 'perf-1 *| .*every form within its limits' "$UP_LOG" \
+    || grep -q 'perf-1 *| .*| int8 ' "$UP_LOG" || fail "no drift table in the output"
+  for form in onnx onnx_fp16 onnx_int8 openvino; do
+    grep -Eq "perf-1 +\| \| $form +\|" "$UP_LOG" || fail "the served comparison has no row for $form"
+    grep -Eq "perf-1 +\| .*\`minilm_$form\`" "$UP_LOG" || fail "the perf table has no row for minilm_$form"
+  done
+  ! grep -q 'point(s) not measured' "$UP_LOG" || fail "perf_analyzer left points unmeasured: $(grep -m1 'not measured' "$UP_LOG")"
+}
