@@ -23,12 +23,14 @@ RUN --mount=type=secret,id=build_ca --mount=type=cache,target=/root/.cache/uv \
     && uv pip install --index-url "${TORCH_INDEX_URL}" --extra-index-url https://pypi.org/simple \
        --index-strategy unsafe-best-match "torch==2.8.0"
 
-# The package's dependencies (from pyproject.toml alone, so a change of the code reuses this layer), then it.
+# The package's dependencies (from pyproject.toml alone, so a change of the code or README reuses this layer),
+# then the package.
 WORKDIR /src/triton-serving
-COPY pyproject.toml README.md ./
+COPY pyproject.toml ./
 RUN --mount=type=secret,id=build_ca --mount=type=cache,target=/root/.cache/uv \
     if [ -s /run/secrets/build_ca ]; then export SSL_CERT_FILE=/run/secrets/build_ca; fi; \
     uv pip install -r pyproject.toml
+COPY README.md ./
 COPY src ./src
 RUN --mount=type=secret,id=build_ca --mount=type=cache,target=/root/.cache/uv \
     if [ -s /run/secrets/build_ca ]; then export SSL_CERT_FILE=/run/secrets/build_ca; fi; \
