@@ -1,6 +1,6 @@
-# The compose CPU profile's server: the official Triton image plus the Python packages that the python-backend
-# models of build/repository-cpu (the native path's repository) import. The repository itself is mounted at
-# /models, not copied: `make repo` regenerates it and the image stays the same.
+# The compose `triton` service (CPU): the official Triton image plus the Python packages that the python-backend
+# models of build/repository-cpu import. The repository is not copied: the `export` service writes it into the
+# `build` volume, mounted read-only, so a new export needs no new image.
 ARG TRITON_BASE_IMAGE=nvcr.io/nvidia/tritonserver:24.10-py3
 FROM ${TRITON_BASE_IMAGE}
 

@@ -4,7 +4,8 @@
 # /opt/tritonserver/backends with the python backend (stub for this image's python3), python3 + pip for the
 # backend's packages, curl for the healthcheck and the user triton-server (uid 1000). It has no onnxruntime,
 # TensorRT or GPU support: it stands in for the CPU profile only.
-FROM debian:bookworm-slim
+ARG BASE_IMAGE=debian:bookworm-slim
+FROM ${BASE_IMAGE}
 
 ARG PYTRITON_VERSION=0.7.0
 RUN apt-get update \

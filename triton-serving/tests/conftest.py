@@ -5,6 +5,11 @@ whatever else answers on 8000/8001 (a compose container, ``make serve``) may ser
 does not reload. ``TRITON_SERVING_TEST_URL=http://host:8000`` (gRPC: ``TRITON_SERVING_TEST_GRPC``, default
 the HTTP port + 1) asks to test an existing server instead; it must then be Triton and serve this very build
 (the ``build_hash`` of every generated config), or the run fails at once.
+
+Before collection the session builds the cached artefacts (export, forms, repositories: minutes the
+first time, instant after), since test modules read the export at import. A missing prerequisite of the
+native server (a shared libpython, the wheel's stub for this Python) is one line saying what to install:
+the tests that need the server are skipped, or fail under ``CI=true``.
 """
 
 from __future__ import annotations
@@ -14,10 +19,37 @@ import textwrap
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
 from tritonserving import native_server as ns
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Build the export, the forms and the repositories (cached) before any test module reads them."""
+    if not all((ns.CPU_REPOSITORY / form / "config.pbtxt").exists() for form in expected_cpu_forms()):
+        from tritonserving.export import ensure_all
+
+        print(f"\nbuilding the export, its forms and the repositories in {ns.BUILD} (cached; minutes once)")
+        ensure_all(ns.BUILD)
+
+
+def prerequisite_missing(line: str) -> NoReturn:
+    """A missing prerequisite: one line naming it and how to install it; skipped, a failure under CI=true."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"missing prerequisite: {line}", pytrace=False)
+    pytest.skip(f"missing prerequisite: {line}")
+
+
+@pytest.fixture(scope="session")
+def native_prerequisites() -> None:
+    """What the native tritonserver needs besides the venv: the stub for this Python, a shared libpython."""
+    try:
+        ns.stage()
+        ns.python_libdir()
+    except ns.NativeServerError as e:
+        prerequisite_missing(str(e))
 
 
 @dataclass
@@ -63,7 +95,7 @@ TINY_MODEL = textwrap.dedent(
 
 
 @pytest.fixture(scope="session")
-def tiny_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerInfo]:
+def tiny_server(native_prerequisites: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerInfo]:
     """Native tritonserver with a tiny python-backend model of ours: bring-up, independent of export."""
     repo = tmp_path_factory.mktemp("tiny-repo")
     (repo / "tiny" / "1").mkdir(parents=True)
@@ -88,13 +120,8 @@ def expected_cpu_forms() -> list[str]:
 
 @pytest.fixture(scope="session")
 def cpu_repository() -> Path:
-    """build/repository-cpu, generated (with the export and the forms, all cached) if it is missing."""
-    repo = ns.CPU_REPOSITORY
-    if not all((repo / form / "config.pbtxt").exists() for form in expected_cpu_forms()):
-        from tritonserving.export import ensure_all
-
-        ensure_all(ns.BUILD)
-    return repo
+    """build/repository-cpu, which the session built before collection (pytest_sessionstart)."""
+    return ns.CPU_REPOSITORY
 
 
 def requested_server(forms: list[str], repository: Path) -> ServerInfo | None:
@@ -115,7 +142,9 @@ def requested_server(forms: list[str], repository: Path) -> ServerInfo | None:
 
 
 @pytest.fixture(scope="session")
-def triton(cpu_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerInfo]:
+def triton(
+    native_prerequisites: None, cpu_repository: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerInfo]:
     """The real Triton serving the CPU forms: native on free ports, or the one the environment names."""
     forms = expected_cpu_forms()
     reused = requested_server(forms, cpu_repository)

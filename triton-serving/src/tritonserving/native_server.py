@@ -90,9 +90,11 @@ def python_libdir() -> Path:
         or f"libpython{sys.version_info.major}.{sys.version_info.minor}.so"
     )
     if not (libdir / ldlib).exists():
+        ver = f"{sys.version_info.major}.{sys.version_info.minor}"
         raise NativeServerError(
-            f"{libdir / ldlib} not found: the python backend stub needs a shared libpython "
-            f"(build Python with --enable-shared, e.g. pyenv's PYTHON_CONFIGURE_OPTS=--enable-shared)"
+            f"{libdir / ldlib} not found: the python backend stub needs a shared libpython; install it "
+            f"(Debian/Ubuntu: apt-get install libpython{ver}-dev; pyenv: "
+            f"PYTHON_CONFIGURE_OPTS=--enable-shared pyenv install {ver}), then rm -rf .venv && make install"
         )
     return libdir
 
