@@ -117,7 +117,7 @@ def test_cpu_image_has_what_the_python_backend_model_imports() -> None:
     assert reqs and all("==" in r for r in reqs), reqs  # pinned
     pinned = {r.split("==")[0].lower().replace("-", "_") for r in reqs}
     # model.py and the modules the repository ships beside it; those modules are not packages to install
-    shipped = [repository.TEMPLATE, repository.CHECKS]
+    shipped = list(repository.SHIPPED_PYTHON)
     imported = set().union(*(_third_party_imports(f.read_text()) for f in shipped))
     imported -= {f.stem for f in shipped}
     assert imported and imported <= pinned, f"model.py imports {sorted(imported - pinned)} the image lacks"
