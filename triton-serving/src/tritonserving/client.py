@@ -79,7 +79,12 @@ def served_forms(http_address: str, timeout_s: float = 30.0) -> list[str]:
 
 
 class Embedder:
-    """One served form, over one protocol: ``embed(sentences)``, ``embed_ids(ids, mask)``, ``infer*``."""
+    """One served form, over one protocol: ``embed(sentences)``, ``embed_ids(ids, mask)``, ``infer*``.
+
+    ``inputs``: ``"text"`` (strings to ``<model>_text``) or ``"ids"`` (client-side tokenizer, ids to
+    ``<model>``); ``build_dir`` and ``max_length`` only matter for ids (the export's tokenizer and its
+    truncation; the server's tokenizer truncates at 256 tokens).
+    """
 
     def __init__(
         self,

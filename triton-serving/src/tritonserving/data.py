@@ -7,7 +7,8 @@
 * Sentence sets: ``assets/<name>.txt``, one sentence a line; blank lines and ``#`` comments are skipped.
 * Tokenizer: the ``tokenizer.json`` the export saves next to the fp32 model, loaded with the ``tokenizers``
   library (the one ``transformers`` wraps, without its seconds of import time). The export side (drift,
-  calibration, tests) and the serving side (client, perf) all tokenise through it.
+  calibration, tests) and the serving side (``Embedder`` with ``inputs="ids"``, perf) all tokenise through
+  it; the server's tokenizer model loads the same file.
 """
 
 from __future__ import annotations
