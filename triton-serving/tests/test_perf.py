@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import re
 
 from tritonserving import perf
 
@@ -74,4 +75,7 @@ def test_short_perf_run_writes_csv_table_and_plot(triton, tmp_path) -> None:
     assert {r["concurrency"] for r in rows if r["form"] == "inprocess-ort"} == {"1", "2"}
     report = (tmp_path / "perf.md").read_text()
     assert "vs in-process batch 1" in report and "Server-side tokenisation" in report
+    # the tokenizer step's own compute time, from the server's statistics, beside the form's
+    assert re.search(r"\| tokenizer \| [1-9]\d* \| [1-9]\d* \| \d+\.\d+ \|", report), report
+    assert re.search(r"\| minilm_onnx \| [1-9]\d* \|", report), report
     assert (tmp_path / "perf.png").stat().st_size > 10_000

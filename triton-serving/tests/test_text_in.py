@@ -63,6 +63,19 @@ def test_text_in_equals_ids_in(clients, form: str, protocol: str) -> None:
     assert float(np.max(np.abs(text - ids))) <= TOLERANCE[form]
 
 
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_text_needs_no_export_on_the_client(triton, clients, tmp_path, protocol: str) -> None:
+    """The default Embedder sends strings: it works without any build folder (no tokenizer.json here)."""
+    nothing = tmp_path / "no-build"
+    with Embedder(url(triton, protocol), model="minilm_onnx", build_dir=nothing) as embedder:
+        got = embedder.embed(["a sentence", "another one"])
+        with pytest.raises(ClientError, match="make export") as exc:
+            embedder.embed_ids(np.array([[101, 102]]), np.array([[1, 1]]))  # ids need the export's files
+    assert "\n" not in str(exc.value)
+    want = clients["minilm_onnx", protocol, "ids"].embed(["a sentence", "another one"])
+    assert float(np.max(np.abs(got - want))) <= TOLERANCE["minilm_onnx"]
+
+
 def readme_curl() -> tuple[str, bytes]:
     """(path, JSON body) of the README's first ``curl ... /infer`` line: the example a user tries first."""
     lines = README.read_text().splitlines()

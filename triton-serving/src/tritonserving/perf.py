@@ -46,6 +46,7 @@ from tritonserving.native_server import (
     served_forms_at,
     wheel_libs_dir,
 )
+from tritonserving.repository import TOKENIZER_MODEL
 
 SEQ_LENS = (16, 64, 128)
 #: samples per sequence length in the input data (perf_analyzer cycles through them)
@@ -331,6 +332,38 @@ def tokenization_cost(points: list[Point]) -> list[dict]:
     return out
 
 
+def compute_times(http: str, models: list[str]) -> dict[str, tuple[int, int, float]]:
+    """model -> (executions, inferences, mean compute ms per execution) from Triton's statistics.
+
+    Why: the ensemble's own numbers are per request; its steps' statistics say how long the tokenizer step
+    itself computes next to the form, which machine noise moves far less than end-to-end throughput.
+    """
+    from tritonserving.native_server import http_get_json
+
+    out = {}
+    for model in models:
+        status, stats = http_get_json(f"http://{http}/v2/models/{model}/stats", timeout=10)
+        if status != 200 or not stats or not stats.get("model_stats"):
+            continue
+        s = stats["model_stats"][0]
+        compute = s["inference_stats"]["compute_infer"]
+        executions = int(s["execution_count"])
+        mean_ms = float(compute["ns"]) / 1e6 / executions if executions else float("nan")
+        out[model] = (executions, int(s["inference_count"]), mean_ms)
+    return out
+
+
+def compute_times_markdown(times: dict[str, tuple[int, int, float]]) -> str:
+    """The server-side compute time table (ensembles have no compute of their own: left out)."""
+    rows = [(m, t) for m, t in times.items() if not m.endswith(TEXT_SUFFIX)]
+    lines = ["Server-side compute per execution over the whole run (Triton statistics; `tokenizer` is the "
+             "text-in models' first step):", "",
+             "| model | executions | inferences | mean compute ms per execution |",
+             "|---|---:|---:|---:|"]  # fmt: skip
+    lines += [f"| {m} | {e} | {i} | {ms:.2f} |" for m, (e, i, ms) in rows]
+    return "\n".join(lines)
+
+
 def plot(points: list[Point], png: Path) -> Path:
     """Throughput vs p95 latency, one panel per sequence length, one line per form (labels = concurrency)."""
     import matplotlib
@@ -422,7 +455,7 @@ def run(args: argparse.Namespace) -> int:
         deadline = t_start + args.budget_s
         point_timeout = max(30.0, args.interval_ms / 1000 * args.max_trials * 4 + 20)
         interrupted = False
-        with served_forms_at(args, args.out_dir) as (_http, grpc, forms):
+        with served_forms_at(args, args.out_dir) as (http, grpc, forms):
             models = models_to_measure(forms, args.inputs)
             from tqdm import tqdm
 
@@ -453,13 +486,15 @@ def run(args: argparse.Namespace) -> int:
                 ]  # fmt: skip
                 points += [merge_inprocess(a, b) for a, b in zip(before, after, strict=True)]
             bar.close()
+            steps = [TOKENIZER_MODEL] if any(m.endswith(TEXT_SUFFIX) for m in models) else []
+            server_times = compute_times(http, [*models, *steps])
     except (ClientError, NativeServerError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     header = (f"perf_analyzer (gRPC, batch 1 per request, concurrency {args.concurrency}, window "
               f"{args.interval_ms} ms, stability {args.stability}%) and in-process ONNX Runtime; "
               f"{time.monotonic() - t_start:.0f}s in all.")  # fmt: skip
-    md = markdown(points, header)
+    md = markdown(points, header) + "\n\n" + compute_times_markdown(server_times)
     print(md)
     write_csv(points, args.out_dir / "perf.csv")
     (args.out_dir / "perf.md").write_text(md + "\n")
