@@ -55,7 +55,7 @@ class ModelSpec:
     """One model of a repository: how it is served and which built files it needs."""
 
     name: str
-    backend: str  # onnxruntime | tensorrt | python
+    backend: str  # onnxruntime | tensorrt | python | ensemble
     files: tuple[tuple[str, str], ...]  # (artefact of data.LAYOUT, file name in <model>/1/)
     kind: str = "KIND_CPU"
     parameters: tuple[tuple[str, str], ...] = ()
