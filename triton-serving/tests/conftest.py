@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 
 from tritonserving import native_server as ns
+from tritonserving import text_model
 from tritonserving.client import ClientError, Embedder
 
 PROTOCOLS = ("grpc", "http")
@@ -100,7 +101,8 @@ def expected_cpu_forms() -> list[str]:
 def cpu_repository() -> Path:
     """build/repository-cpu, generated (with the export and the forms, all cached) if it is missing."""
     repo = ns.CPU_REPOSITORY
-    if not all((repo / form / "config.pbtxt").exists() for form in expected_cpu_forms()):
+    models = [*expected_cpu_forms(), "tokenizer", *(text_model(f) for f in expected_cpu_forms())]
+    if not all((repo / model / "config.pbtxt").exists() for model in models):
         from tritonserving.export import ensure_all
 
         ensure_all()

@@ -36,10 +36,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tritonserving.data import artefact
+from tritonserving.data import BUILD, artefact
 
-STAGING = artefact("native_staging")
-CPU_REPOSITORY = artefact("repository-cpu")
+STAGING = artefact("native_staging", BUILD)
+CPU_REPOSITORY = artefact("repository-cpu", BUILD)
 
 #: Compose defaults (docker-compose.yaml publishes these); env vars override, as in every folder.
 DEFAULT_HTTP_PORT = int(os.environ.get("TRITON_HTTP_PORT", "8000"))
