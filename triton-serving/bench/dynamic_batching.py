@@ -22,7 +22,8 @@ from pathlib import Path
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from tritonserving.native_server import BUILD, CPU_REPOSITORY, NativeTriton
+from tritonserving.data import artefact
+from tritonserving.native_server import CPU_REPOSITORY, NativeTriton
 from tritonserving.perf import make_inputs, run_point, write_inputs
 
 
@@ -57,7 +58,7 @@ def main() -> int:
     if not (src / "config.pbtxt").exists():
         print(f"error: {src} not found; run `make repo` first", file=sys.stderr)
         return 2
-    work = BUILD / "bench-batching"
+    work = artefact("bench_batching")
     shutil.rmtree(work, ignore_errors=True)
     repo = work / "repository"
     _mirror(src, repo / args.form, args.form, batching=True)

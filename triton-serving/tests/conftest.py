@@ -16,19 +16,32 @@ from __future__ import annotations
 
 import os
 import textwrap
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
+import numpy as np
 import pytest
 
 from tritonserving import native_server as ns
+from tritonserving import text_model
+from tritonserving.client import ClientError, Embedder
+
+PROTOCOLS = ("grpc", "http")
+#: max |served - in-process| per embedding element: same model file, same engine, same ids; only thread
+#: scheduling and batch composition differ, so the tolerance is float noise, looser in reduced precision
+TOLERANCE = {"minilm_onnx": 1e-5, "minilm_openvino": 1e-4, "minilm_onnx_fp16": 1e-3, "minilm_onnx_int8": 1e-3}
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
     """Build the export, the forms and the repositories (cached) before any test module reads them."""
-    if not all((ns.CPU_REPOSITORY / form / "config.pbtxt").exists() for form in expected_cpu_forms()):
+    forms = expected_cpu_forms()
+    models = [*forms, "tokenizer", *(text_model(f) for f in forms)]
+    if not all((ns.CPU_REPOSITORY / model / "config.pbtxt").exists() for model in models):
         from tritonserving.export import ensure_all
 
         print(f"\nbuilding the export, its forms and the repositories in {ns.BUILD} (cached; minutes once)")
@@ -158,3 +171,57 @@ def triton(
         yield ServerInfo(server.http_url, server.grpc_url, forms, native=server)
     finally:
         server.stop()
+
+
+# ----------------------------------------------------------------------------- helpers of the served tests
+def url(triton: ServerInfo, protocol: str) -> str:
+    """The URL ``Embedder`` takes for ``protocol``."""
+    return triton.http_url if protocol == "http" else f"grpc://{triton.grpc_url}"
+
+
+def statistics(embedder: Embedder, form: str) -> tuple[int, dict[int, int]]:
+    """(execution count, {batch size: executions}) of ``form`` from the server's statistics."""
+    stats = embedder._client.get_inference_statistics(form)["model_stats"][0]
+    batches = {int(b["batch_size"]): int(b["compute_infer"]["count"]) for b in stats.get("batch_stats", [])}
+    return int(stats["execution_count"]), batches
+
+
+def co_batched_round(
+    calls: list[Callable[[], np.ndarray]], stats: Embedder, model: str, head_start_s: float
+) -> tuple[list[np.ndarray | ClientError], int, dict[int, int]]:
+    """Fire ``calls[0]`` (a request that keeps ``model`` busy), then all the others at once behind it.
+
+    Returns each call's result (or its ``ClientError``), how many executions ``model`` ran meanwhile and
+    {batch size: new executions of that size}, from the server's statistics (read through ``stats``).
+    """
+    start = threading.Barrier(len(calls) - 1)
+
+    def send(i: int) -> np.ndarray | ClientError:
+        if i > 0:
+            start.wait(timeout=60)
+        try:
+            return calls[i]()
+        except ClientError as e:
+            return e
+
+    executions_before, batches_before = statistics(stats, model)
+    with ThreadPoolExecutor(len(calls)) as pool:
+        first = pool.submit(send, 0)
+        time.sleep(head_start_s)  # lets the blocker reach the model first (no timing is asserted)
+        rest = [pool.submit(send, i) for i in range(1, len(calls))]
+        results = [first.result(timeout=300)] + [f.result(timeout=300) for f in rest]
+    executions_after, batches_after = statistics(stats, model)
+    grew = {b: n - batches_before.get(b, 0) for b, n in batches_after.items()}
+    return results, executions_after - executions_before, {b: n for b, n in grew.items() if n > 0}
+
+
+def assert_only_the_bad_one_failed(
+    results: list, alone: list[np.ndarray], tolerance: float, needle: str, label: str
+) -> None:
+    """``results`` of a co-batched round (blocker, valid ones, the bad one last): every valid request got
+    the embedding it gets alone, the bad one its own error naming ``needle``."""
+    assert isinstance(results[0], np.ndarray), results[0]
+    for k, got in enumerate(results[1:-1]):
+        assert isinstance(got, np.ndarray), f"{label}: valid request {k} failed: {got}"
+        assert float(np.max(np.abs(got - alone[k]))) <= tolerance
+    assert isinstance(results[-1], ClientError) and needle in str(results[-1]), results[-1]

@@ -59,7 +59,7 @@ def test_tokenizer_equals_the_transformers_one() -> None:
     from transformers import AutoTokenizer
 
     sentences = data.read_sentences("eval_sentences")[:20] + ["word " * 400, "naïve café 東京 😀", "x"]
-    reference = AutoTokenizer.from_pretrained(str(data.export_dir()))
+    reference = AutoTokenizer.from_pretrained(str(data.artefact("export")))
     ours = data.Tokenizer()
     for kwargs, pad_to in (({"padding": True}, None), ({"padding": "max_length"}, 48)):
         ref = reference(sentences, truncation=True, max_length=pad_to or data.DEFAULT_MAX_LENGTH,
@@ -68,3 +68,25 @@ def test_tokenizer_equals_the_transformers_one() -> None:
         np.testing.assert_array_equal(ids, ref["input_ids"])
         np.testing.assert_array_equal(mask, ref["attention_mask"])
     assert ours.vocab_size == data.vocab_size() == 30522
+
+
+def test_only_the_layout_table_says_where_artefacts_live() -> None:
+    """Every module asks ``data.artefact``: no other source file spells a path of the build layout."""
+    code = sorted((FOLDER / "src" / "tritonserving").rglob("*.py")) + sorted((FOLDER / "bench").glob("*.py"))
+    rels = data.LAYOUT.values()
+    # a whole layout path as a string, or a folder of the layout joined onto a path
+    spelled = {f'"{rel}"' for rel in rels if "/" in rel or "-" in rel}
+    spelled |= {f'/ "{rel.split("/")[0]}"' for rel in rels}
+    offenders = [
+        f"{path.relative_to(FOLDER)}: {needle}"
+        for path in code
+        if path.name != "data.py"
+        for line in path.read_text().splitlines()
+        if not line.lstrip().startswith("#")
+        for needle in spelled
+        if needle in line and f"{needle}:" not in line and "artefact(" not in line and '"""' not in line
+    ]
+    assert not offenders, offenders
+    assert data.artefact("fp32", "b") == Path("b/onnx/fp32/model.onnx")
+    with pytest.raises(KeyError, match="no artefact 'nope'"):
+        data.artefact("nope")

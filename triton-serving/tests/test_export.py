@@ -137,7 +137,7 @@ def test_bad_model_gets_a_clear_one_line_error(tmp_path: Path) -> None:
 def test_cli_help_lists_the_subcommands() -> None:
     cli = Path(sys.executable).parent / "triton-serving"
     out = subprocess.run([str(cli), "--help"], capture_output=True, text=True, timeout=60).stdout
-    for sub in ("export", "precision", "plans", "repo", "drift", "serve", "compare", "perf"):
+    for sub in ("export", "precision", "plans", "repo", "drift", "serve", "perf"):
         assert sub in out
 
 

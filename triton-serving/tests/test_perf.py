@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import re
 
 from tritonserving import perf
 
@@ -42,6 +43,18 @@ def test_inputs_are_real_text_of_exact_length(tmp_path) -> None:
     assert data[0]["attention_mask"]["content"] == [1] * 16
 
 
+def test_text_inputs_tokenise_to_the_same_lengths(tmp_path) -> None:
+    """The text-in models get strings of whole words that the server's tokenizer turns into exactly seq."""
+    texts = perf.make_texts((16, 64), count=5)
+    tok = perf.Tokenizer(max_length=512)
+    for seq, strings in texts.items():
+        assert len(set(strings)) == 5
+        ids, mask = tok(strings)
+        assert ids.shape == (5, seq) and mask.all()
+    data = json.loads(perf.write_text_inputs(texts, tmp_path)[64].read_text())["data"]
+    assert data[0]["text"] == {"content": [texts[64][0]], "shape": [1]}
+
+
 def test_short_perf_run_writes_csv_table_and_plot(triton, tmp_path) -> None:
     parser = argparse.ArgumentParser()
     perf.add_arguments(parser)
@@ -56,8 +69,13 @@ def test_short_perf_run_writes_csv_table_and_plot(triton, tmp_path) -> None:
     header = raw[0].read_text().splitlines()[0]
     assert header.startswith("Concurrency,Inferences/Second") and "p95 latency" in header
     rows = list(csv.DictReader((tmp_path / "perf.csv").open()))
-    served = [r for r in rows if r["form"] == "minilm_onnx"]
-    assert len(served) == 2 and any(r["status"].startswith("ok") for r in served)
+    for model in ("minilm_onnx", "minilm_onnx_text"):  # ids in, and text in beside it
+        served = [r for r in rows if r["form"] == model]
+        assert len(served) == 2 and any(r["status"].startswith("ok") for r in served), served
     assert {r["concurrency"] for r in rows if r["form"] == "inprocess-ort"} == {"1", "2"}
-    assert "vs in-process batch 1" in (tmp_path / "perf.md").read_text()
+    report = (tmp_path / "perf.md").read_text()
+    assert "vs in-process batch 1" in report and "Server-side tokenisation" in report
+    # the tokenizer step's own compute time, from the server's statistics, beside the form's
+    assert re.search(r"\| tokenizer \| [1-9]\d* \| [1-9]\d* \| \d+\.\d+ \|", report), report
+    assert re.search(r"\| minilm_onnx \| [1-9]\d* \|", report), report
     assert (tmp_path / "perf.png").stat().st_size > 10_000

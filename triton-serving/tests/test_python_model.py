@@ -7,6 +7,7 @@ on a merged batch holding a "poisoned" (valid) id, the case the one-by-one retry
 from __future__ import annotations
 
 import importlib.util
+import json
 import shutil
 import sys
 import types
@@ -34,17 +35,22 @@ def fake_pb_utils() -> types.ModuleType:
     return pb
 
 
-@pytest.fixture()
-def model(tmp_path, monkeypatch):
-    """The template as ``make repo`` lays it out (model.py next to input_checks.py), engine replaced."""
-    shutil.copy(SRC / "templates" / "python_model.py", tmp_path / "model.py")
-    shutil.copy(SRC / "input_checks.py", tmp_path / "input_checks.py")
+def laid_out(template: str, version: Path, monkeypatch) -> types.ModuleType:
+    """``template`` as ``make repo`` lays it out (model.py next to input_checks.py), imported."""
+    shutil.copy(SRC / "templates" / template, version / "model.py")
+    shutil.copy(SRC / "input_checks.py", version / "input_checks.py")
     monkeypatch.setitem(sys.modules, "triton_python_backend_utils", fake_pb_utils())
     monkeypatch.delitem(sys.modules, "input_checks", raising=False)
-    spec = importlib.util.spec_from_file_location("served_model", tmp_path / "model.py")
+    spec = importlib.util.spec_from_file_location(f"served_{version.parent.name}", version / "model.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    instance = module.TritonPythonModel()
+    return module
+
+
+@pytest.fixture()
+def model(tmp_path, monkeypatch):
+    """The form template, its engine replaced."""
+    instance = laid_out("python_model.py", tmp_path, monkeypatch).TritonPythonModel()
     instance.engine, instance.vocab_size = "fake-engine", VOCAB
     calls = []
 
@@ -80,3 +86,49 @@ def test_bad_request_fails_alone_and_engine_failure_is_retried_one_by_one(model)
     engine_line = "fake-engine failed on this request: fake engine: cannot run this batch second line"
     assert responses[1].error == engine_line + " of a long engine trace"
     assert responses[3].error == f"input_ids: ids must be in [0, {VOCAB}), got {VOCAB} at [0, 1]"
+
+
+# ------------------------------------------------------------------------------ the text-in tokenizer step
+@pytest.fixture()
+def tokenizer_model(tmp_path, monkeypatch):
+    """The tokenizer template, with the export's tokenizer.json beside it."""
+    from tritonserving.data import artefact
+    from tritonserving.export import ensure_all
+
+    if not artefact("tokenizer").is_file():
+        ensure_all()
+    version = tmp_path / "1"
+    version.mkdir()
+    shutil.copy(artefact("tokenizer"), version / "tokenizer.json")
+    instance = laid_out("tokenizer_model.py", version, monkeypatch).TritonPythonModel()
+    config = {"parameters": {"max_length": {"string_value": "256"}}}
+    instance.initialize({"model_config": json.dumps(config), "model_repository": str(tmp_path),
+                         "model_version": "1"})  # fmt: skip
+    return instance
+
+
+def text_request(*items: str | bytes) -> dict[str, np.ndarray]:
+    rows = [s.encode() if isinstance(s, str) else s for s in items]
+    return {"text": np.array(rows, dtype=np.object_).reshape(-1, 1)}
+
+
+def test_tokenizer_fails_each_bad_request_alone_and_answers_the_rest(tokenizer_model) -> None:
+    from tritonserving.data import BUILD, Tokenizer
+
+    good = ["a short sentence", "a somewhat longer sentence than the first one"]
+    responses = tokenizer_model.execute([
+        text_request(*good), text_request(""), text_request("fine", b"caf\xe9 au lait"),
+        text_request("   "), text_request("x " * 2000),
+    ])  # fmt: skip
+    assert responses[1].error == "text[0]: empty string; send at least one word"
+    assert responses[2].error == "text[1]: not valid UTF-8 (byte 0xe9 at offset 3); send UTF-8 text"
+    assert responses[3].error == "text[0]: empty string; send at least one word"
+    # a valid request: padded to its own longest row, the very ids the client-side tokenizer makes
+    (ids_name, ids), (mask_name, mask) = responses[0].outputs
+    assert (ids_name, mask_name) == ("input_ids", "attention_mask") and responses[0].error is None
+    want_ids, want_mask = Tokenizer(BUILD)(good)
+    np.testing.assert_array_equal(ids, want_ids)
+    np.testing.assert_array_equal(mask, want_mask)
+    # longer than 256 tokens: truncated to the first 256 ([CLS] ... [SEP]), not refused
+    long_ids = responses[4].outputs[0][1]
+    assert long_ids.shape == (1, 256) and long_ids[0, -1] == Tokenizer(BUILD).sep_id

@@ -10,13 +10,14 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from tritonserving import EMBED_DIM, INPUT_NAMES, MAX_BATCH_SIZE, OUTPUT_NAME
-from tritonserving.data import vocab_size
+from tritonserving import EMBED_DIM, INPUT_NAMES, MAX_BATCH_SIZE, MAX_TEXT_TOKENS, OUTPUT_NAME, text_model
+from tritonserving.data import artefact, vocab_size
 from tritonserving.repository import (
     BUILD_HASH_KEY,
     CHECKS,
     CPU_MODELS,
     GPU_MODELS,
+    TOKENIZER_TEMPLATE,
     files_hash,
     generate,
     write_repository,
@@ -55,9 +56,14 @@ def parse(path: Path) -> mc.ModelConfig:
     return text_format.Parse(path.read_text(), mc.ModelConfig())
 
 
+def with_text(forms: list[str]) -> list[str]:
+    """The forms, the shared tokenizer and one text-in model per form."""
+    return sorted([*forms, "tokenizer", *(text_model(f) for f in forms)])
+
+
 def test_repositories_hold_exactly_the_contract_models(repos) -> None:
-    assert sorted(p.name for p in repos["gpu"].iterdir() if p.is_dir()) == sorted(GPU_NAMES)
-    assert sorted(p.name for p in repos["cpu"].iterdir() if p.is_dir()) == sorted(CPU_NAMES)
+    assert sorted(p.name for p in repos["gpu"].iterdir() if p.is_dir()) == with_text(GPU_NAMES)
+    assert sorted(p.name for p in repos["cpu"].iterdir() if p.is_dir()) == with_text(CPU_NAMES)
     from tritonserving.runners import TRITON_MODEL
 
     assert sorted(TRITON_MODEL) == sorted(CPU_NAMES)  # the serving half's in-process mapping agrees
@@ -169,3 +175,43 @@ def test_generate_is_idempotent(repos) -> None:
     before = {p: p.read_text() for p in repos["gpu"].rglob("config.pbtxt")}
     generate(BUILD)
     assert {p: p.read_text() for p in repos["gpu"].rglob("config.pbtxt")} == before
+
+
+def tensors(declared) -> list[tuple[str, int, list[int]]]:
+    """(name, data type, dims) of a config's inputs or outputs."""
+    return [(t.name, t.data_type, list(t.dims)) for t in declared]
+
+
+@pytest.mark.parametrize("kind,form", [("gpu", n) for n in GPU_NAMES] + [("cpu", n) for n in CPU_NAMES])
+def test_text_model_is_the_tokenizer_then_the_form(repos, kind: str, form: str) -> None:
+    """``<form>_text``: strings in, the form's output out, through two steps wired name to name."""
+    cfg = parse(repos[kind] / text_model(form) / "config.pbtxt")
+    assert cfg.platform == "ensemble" and cfg.max_batch_size == MAX_BATCH_SIZE
+    assert tensors(cfg.input) == [("text", mc.TYPE_STRING, [1])]
+    assert tensors(cfg.output) == [(OUTPUT_NAME, mc.TYPE_FP32, [EMBED_DIM])]
+    tokenize, embed = cfg.ensemble_scheduling.step
+    assert (tokenize.model_name, embed.model_name) == ("tokenizer", form)
+    assert dict(tokenize.input_map) == {"text": "text"}
+    assert dict(tokenize.output_map) == dict(embed.input_map) == {n: n for n in INPUT_NAMES}
+    assert dict(embed.output_map) == {OUTPUT_NAME: OUTPUT_NAME}
+    # each step's tensors are what the step's own config declares
+    tok = parse(repos[kind] / "tokenizer" / "config.pbtxt")
+    assert [o.name for o in tok.output] == [i.name for i in parse(repos[kind] / form / "config.pbtxt").input]
+    assert "truncated" in cfg.parameters["truncation"].string_value
+    assert (repos[kind] / text_model(form) / "1").is_dir()  # an ensemble still needs its version folder
+
+
+@pytest.mark.parametrize("kind", ["gpu", "cpu"])
+def test_tokenizer_model_ships_the_exported_tokenizer(repos, kind: str) -> None:
+    cfg = parse(repos[kind] / "tokenizer" / "config.pbtxt")
+    assert cfg.backend == "python" and cfg.instance_group[0].kind == mc.ModelInstanceGroup.KIND_CPU
+    assert tensors(cfg.input) == [("text", mc.TYPE_STRING, [1])]
+    assert tensors(cfg.output) == [(n, mc.TYPE_INT64, [-1]) for n in INPUT_NAMES]
+    assert cfg.HasField("dynamic_batching") and cfg.max_batch_size == MAX_BATCH_SIZE
+    version = repos[kind] / "tokenizer" / "1"
+    assert (version / "tokenizer.json").read_bytes() == artefact("tokenizer", BUILD).read_bytes()
+    assert (version / "model.py").read_bytes() == TOKENIZER_TEMPLATE.read_bytes()
+    assert (version / "input_checks.py").read_bytes() == CHECKS.read_bytes()
+    py_compile.compile(str(version / "model.py"), doraise=True)
+    params = {k: v.string_value for k, v in cfg.parameters.items()}
+    assert params["max_length"] == str(MAX_TEXT_TOKENS) and params[BUILD_HASH_KEY] == files_hash(version)

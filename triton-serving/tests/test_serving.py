@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-import threading
-import time
-from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
 import numpy as np
 import pytest
-from conftest import expected_cpu_forms
+from conftest import (
+    PROTOCOLS,
+    TOLERANCE,
+    assert_only_the_bad_one_failed,
+    co_batched_round,
+    expected_cpu_forms,
+    url,
+)
 
 from tritonserving import EMBED_DIM, MAX_SEQ_LEN
 from tritonserving.client import ClientError, Embedder, served_forms
@@ -16,15 +21,7 @@ from tritonserving.data import BUILD, Tokenizer, read_sentences, vocab_size
 from tritonserving.input_checks import request_problem
 
 FORMS = expected_cpu_forms()
-PROTOCOLS = ("grpc", "http")
-#: max |served - in-process| per embedding element: same model file, same engine, same ids; only thread
-#: scheduling and batch composition differ, so the tolerance is float noise, looser in reduced precision
-TOLERANCE = {"minilm_onnx": 1e-5, "minilm_openvino": 1e-4, "minilm_onnx_fp16": 1e-3, "minilm_onnx_int8": 1e-3}
 VOCAB = vocab_size(BUILD)
-
-
-def url(triton, protocol: str) -> str:
-    return triton.http_url if protocol == "http" else f"grpc://{triton.grpc_url}"
 
 
 @pytest.fixture(scope="module")
@@ -157,27 +154,6 @@ VALID = 6
 SEQ = 16
 
 
-def _statistics(embedder: Embedder, form: str) -> tuple[int, dict[int, int]]:
-    """(execution count, {batch size: executions}) of ``form`` from the server's statistics."""
-    stats = embedder._client.get_inference_statistics(form)["model_stats"][0]
-    batches = {int(b["batch_size"]): int(b["compute_infer"]["count"]) for b in stats.get("batch_stats", [])}
-    return int(stats["execution_count"]), batches
-
-
-def _sender(clients: list[Embedder], requests: list, start: threading.Barrier):
-    """``send(i)``: request ``i`` through its own connection; all but the first leave together."""
-
-    def send(i: int) -> np.ndarray | ClientError:
-        if i > 0:
-            start.wait(timeout=60)
-        try:
-            return clients[i].infer(*requests[i])
-        except ClientError as e:
-            return e
-
-    return send
-
-
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 @pytest.mark.parametrize("form", FORMS)
 def test_one_bad_request_never_fails_its_neighbours(triton, embedders, form: str, protocol: str) -> None:
@@ -198,26 +174,14 @@ def test_one_bad_request_never_fails_its_neighbours(triton, embedders, form: str
     for r in range(ROUNDS):
         requests = [blocker, *valid[r * VALID : (r + 1) * VALID], (bad_ids, bad_mask)]
         clients = [Embedder(url(triton, protocol), model=form) for _ in requests]
-        send = _sender(clients, requests, threading.Barrier(len(requests) - 1))
-
-        executions_before, batches_before = _statistics(stats, form)
-        with ThreadPoolExecutor(len(requests)) as pool:
-            first = pool.submit(send, 0)
-            time.sleep(0.3)  # lets the blocker reach the model first (no timing is asserted)
-            rest = [pool.submit(send, i) for i in range(1, len(requests))]
-            results = [first.result(timeout=300)] + [f.result(timeout=300) for f in rest]
-        executions_after, batches_after = _statistics(stats, form)
+        calls = [partial(c.infer, *req) for c, req in zip(clients, requests, strict=True)]
+        results, executions, grew = co_batched_round(calls, stats, form, head_start_s=0.3)
         for c in clients:
             c.close()
 
-        assert isinstance(results[0], np.ndarray), results[0]
-        for k, got in enumerate(results[1:-1]):
-            assert isinstance(got, np.ndarray), f"round {r}: valid request {k} failed: {got}"
-            assert float(np.max(np.abs(got - alone[r * VALID + k]))) <= TOLERANCE[form]
-        assert isinstance(results[-1], ClientError) and f"{VOCAB} at [0, 5]" in str(results[-1])
-        grew = {b: n - batches_before.get(b, 0) for b, n in batches_after.items()}
-        grew = {b: n for b, n in grew.items() if n > 0}
-        assert executions_after - executions_before < len(requests), f"round {r}: nothing merged: {grew}"
+        own_alone, needle = alone[r * VALID : (r + 1) * VALID], f"{VOCAB} at [0, 5]"
+        assert_only_the_bad_one_failed(results, own_alone, TOLERANCE[form], needle, f"round {r}")
+        assert executions < len(requests), f"round {r}: nothing merged: {grew}"
         merged_rounds += any(b > 1 for b in grew)
     assert merged_rounds == ROUNDS
 

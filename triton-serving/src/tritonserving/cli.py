@@ -20,7 +20,6 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "repo": ("repository", "generate the GPU and CPU Triton model repositories"),
     "drift": ("drift", "offline drift report: forms x forms embedding differences, cosine, top-10"),
     "serve": ("native_server", "run the real Triton (native, CPU) on the CPU repository in the foreground"),
-    "compare": ("compare_served", "compare the served forms: norms of embedding differences, cosine, top-10"),
     "perf": ("perf", "perf_analyzer on every served form + in-process ONNX Runtime: CSV, table, plot"),
 }
 
@@ -30,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="triton-serving",
         description="Export all-MiniLM-L6-v2 to ONNX/fp16/int8/TensorRT, build Triton model repositories, "
-        "serve them and compare the forms. Outputs go to ./build by default.",
+        "serve them. Outputs go to ./build by default. The served forms are compared by `triton-compare`.",
     )
     sub = parser.add_subparsers(dest="command", metavar="<subcommand>")
     for name, (_module, help_text) in SUBCOMMANDS.items():

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tritonserving.client import ClientError, Embedder, served_forms
+from tritonserving.client import INPUTS, ClientError, Embedder
 from tritonserving.comparison import (
     Comparison,
     ComparisonError,
@@ -26,7 +26,15 @@ from tritonserving.comparison import (
     plot_heatmaps,
     report_markdown,
 )
-from tritonserving.data import BUILD, DEFAULT_MAX_LENGTH, DataError, read_lines, read_sentences, source_folder
+from tritonserving.data import (
+    DEFAULT_MAX_LENGTH,
+    DataError,
+    artefact,
+    read_lines,
+    read_sentences,
+    source_folder,
+)
+from tritonserving.native_server import NativeServerError, add_server_arguments, served_forms_at
 
 THRESHOLDS_FILE = "drift-thresholds.json"
 DEFAULT_CONFIG = (source_folder() or Path.cwd()) / THRESHOLDS_FILE
@@ -118,16 +126,18 @@ def collect(
     forms: list[str],
     sets: dict[str, list[str]],
     max_length: int = DEFAULT_MAX_LENGTH,
+    inputs: str = "text",
 ) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, float]]:
     """Embeddings of every sentence set from every form (first protocol), and the protocols' max difference.
 
-    ``urls`` maps a protocol to its ``host:port``, in the order they are asked.
+    ``urls`` maps a protocol to its ``host:port``, in the order they are asked; ``inputs`` is what the
+    client sends (``Embedder``: ``text`` or ``ids``).
     """
     out: dict[str, dict[str, np.ndarray]] = {name: {} for name in sets}
     proto_diff: dict[str, float] = {}
     for form in forms:
         for protocol, url in urls.items():
-            with Embedder(url, model=form, protocol=protocol, max_length=max_length) as embedder:
+            with Embedder(url, form, protocol, inputs=inputs, max_length=max_length) as embedder:
                 for name, sentences in sets.items():
                     got = embedder.embed(sentences)
                     first = out[name].setdefault(form, got)
@@ -138,10 +148,10 @@ def collect(
 
 
 def served_comparison(
-    urls: dict[str, str], forms: list[str], sets: dict[str, list[str]], max_length: int, k: int
+    urls: dict[str, str], forms: list[str], sets: dict[str, list[str]], max_length: int, k: int, inputs: str
 ) -> Comparison:
     """Every form of ``forms`` as served, compared forms x forms."""
-    emb, proto_diff = collect(urls, forms, sets, max_length)
+    emb, proto_diff = collect(urls, forms, sets, max_length, inputs)
     cmp = compare_embeddings(emb["eval_sentences"], emb["queries"], emb["corpus"], k=k)
     if len(urls) > 1:
         cmp.protocol_diff = proto_diff
@@ -149,30 +159,20 @@ def served_comparison(
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Arguments of ``triton-compare`` / ``triton-serving compare``."""
-    parser.add_argument(
-        "--http-url",
-        default=None,
-        help="Triton HTTP host:port (default: compose 127.0.0.1:8000 "
-        "if it is Triton, otherwise a native server is started for the run)",
-    )
-    parser.add_argument(
-        "--grpc-url", default=None, help="Triton gRPC host:port (default: with --http-url, 8001)"
-    )
-    parser.add_argument(
-        "--repository",
-        type=Path,
-        default=BUILD / "repository-cpu",
-        help="repository for the native server started when no server is given",
-    )
-    parser.add_argument(
-        "--forms", nargs="*", default=None, help="forms to compare (default: every loaded minilm_*)"
-    )
+    """Arguments of ``triton-compare``."""
+    add_server_arguments(parser)
     parser.add_argument(
         "--protocol",
         choices=["both", "grpc", "http"],
         default="both",
         help="send the batch over gRPC, HTTP or both (default both, and check they agree)",
+    )
+    parser.add_argument(
+        "--inputs",
+        choices=INPUTS,
+        default="text",
+        help="send strings to each form's text-in model (default; the server tokenises) or token ids to "
+        "the form itself (the client tokenises with the export's tokenizer)",
     )
     parser.add_argument(
         "--sentences",
@@ -190,13 +190,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-length",
         type=int,
         default=DEFAULT_MAX_LENGTH,
-        help=f"truncate sentences to this many tokens (default {DEFAULT_MAX_LENGTH})",
+        help=f"with --inputs ids: truncate sentences to this many tokens (default {DEFAULT_MAX_LENGTH}; "
+        "the server's tokenizer truncates at 256)",
     )
     parser.add_argument("-k", type=int, default=10, help="top-k for retrieval overlap (default 10)")
     parser.add_argument(
         "--out-dir",
         type=Path,
-        default=BUILD / "compare",
+        default=artefact("compare"),
         help="where compare.md, compare.json and compare.png go (default build/compare)",
     )
     parser.add_argument("--no-fail", action="store_true", help="report drift but exit 0")
@@ -204,26 +205,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Compare the forms; 0 = all within limits, 1 = drift beyond limits, 2 = could not run."""
-    from tritonserving.native_server import NativeServerError, triton_endpoint
-
     try:
         cfg = load_thresholds(args.config)
         sets = {name: read_sentences(name) for name in SETS}
         if args.sentences:
             sets["eval_sentences"] = read_lines(args.sentences)
         t0 = time.perf_counter()
-        endpoint = triton_endpoint(args.http_url, args.grpc_url, args.repository, log_dir=args.out_dir)
-        with endpoint as (http, grpc):
-            forms = args.forms or served_forms(http)
-            if not forms:
-                raise ClientError(f"no minilm_* model is READY at {http}; is the repository generated?")
+        with served_forms_at(args, args.out_dir) as (http, grpc, forms):
             urls = {"grpc": grpc, "http": http}
             urls = urls if args.protocol == "both" else {args.protocol: urls[args.protocol]}
             print(
-                f"comparing {len(forms)} forms at {http} over {'+'.join(urls)}: {', '.join(forms)}",
+                f"comparing {len(forms)} forms at {http} over {'+'.join(urls)}, {args.inputs} in: "
+                f"{', '.join(forms)}",
                 flush=True,
             )
-            cmp = served_comparison(urls, forms, sets, args.max_length, args.k)
+            cmp = served_comparison(urls, forms, sets, args.max_length, args.k, args.inputs)
     except (ClientError, ComparisonError, DataError, NativeServerError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -1,12 +1,14 @@
-"""The data every step shares: the build folder, the shipped sentence sets and the one tokenizer.
+"""The data every step shares: the build folder and its layout, the shipped sentence sets, the one tokenizer.
 
 * Build folder: ``$TRITON_SERVING_BUILD`` if set; else ``build/`` of the source checkout this package runs
   from (an editable install, or ``src/`` on the path); else ``./build`` of the working directory (a regular
   install lives in site-packages, where nothing may be written).
+* Build layout: ``LAYOUT`` says where every artefact lives in it; every module asks ``artefact(name)``.
 * Sentence sets: ``assets/<name>.txt``, one sentence a line; blank lines and ``#`` comments are skipped.
 * Tokenizer: the ``tokenizer.json`` the export saves next to the fp32 model, loaded with the ``tokenizers``
   library (the one ``transformers`` wraps, without its seconds of import time). The export side (drift,
-  calibration, tests) and the serving side (client, perf) all tokenise through it.
+  calibration, tests) and the serving side (``Embedder`` with ``inputs="ids"``, perf) all tokenise through
+  it; the server's tokenizer model loads the same file.
 """
 
 from __future__ import annotations
@@ -49,6 +51,39 @@ def default_build_dir() -> Path:
 
 BUILD = default_build_dir()
 
+#: every artefact of a build folder -> its path in it; the one place that says where things live
+LAYOUT: dict[str, str] = {
+    # the fp32 export (optimum): graph, tokenizer and model config side by side
+    "export": "onnx/fp32",
+    "fp32": "onnx/fp32/model.onnx",
+    "tokenizer": "onnx/fp32/tokenizer.json",
+    "model_config": "onnx/fp32/config.json",
+    # the reduced-precision forms (``precision``); the runners' form names are these keys
+    "fp16": "onnx/fp16/model.onnx",
+    "int8": "onnx/int8/model.onnx",
+    "int8_trt": "onnx/int8_trt/model.onnx",
+    "openvino": "openvino/model.xml",
+    "openvino_weights": "openvino/model.bin",
+    "int8_study": "int8_study.md",
+    # what serves them (``repository``, ``trt_plans``, ``native_server``)
+    "repository-cpu": "repository-cpu",
+    "repository-gpu": "repository-gpu",
+    "plans_script": "trt/build_plans.sh",
+    "native_staging": "triton-native",
+    # reports
+    "drift": "drift",
+    "compare": "compare",
+    "perf": "perf",
+    "bench_batching": "bench-batching",
+}
+
+
+def artefact(name: str, build_dir: str | os.PathLike = BUILD) -> Path:
+    """Where artefact ``name`` (a key of ``LAYOUT``) lives under ``build_dir``."""
+    if name not in LAYOUT:
+        raise KeyError(f"no artefact {name!r} in the build layout; known: {', '.join(LAYOUT)}")
+    return Path(build_dir) / LAYOUT[name]
+
 
 def read_lines(path: str | os.PathLike) -> list[str]:
     """Non-empty, non-comment lines of a text file, stripped."""
@@ -66,14 +101,9 @@ def read_sentences(name: str) -> list[str]:
     return read_lines(ASSETS / f"{name}.txt")
 
 
-def export_dir(build_dir: str | os.PathLike = BUILD) -> Path:
-    """``build/onnx/fp32``: the fp32 export with its tokenizer and model config."""
-    return Path(build_dir) / "onnx" / "fp32"
-
-
 def vocab_size(build_dir: str | os.PathLike = BUILD) -> int:
     """Rows of the exported model's embedding table (``config.json``): every id must be below it."""
-    config = export_dir(build_dir) / "config.json"
+    config = artefact("model_config", build_dir)
     if not config.is_file():
         raise DataError(f"{config} not found: run `make export` first")
     return int(json.loads(config.read_text())["vocab_size"])
@@ -85,7 +115,7 @@ class Tokenizer:
     def __init__(self, build_dir: str | os.PathLike = BUILD, max_length: int = DEFAULT_MAX_LENGTH) -> None:
         from tokenizers import Tokenizer as HFTokenizer
 
-        path = export_dir(build_dir) / "tokenizer.json"
+        path = artefact("tokenizer", build_dir)
         if not path.is_file():
             raise DataError(f"{path} not found: run `make export` first (it saves the tokenizer)")
         self.tok = HFTokenizer.from_file(str(path))
@@ -132,6 +162,33 @@ class Tokenizer:
         step = max(1, (len(stream) - body) // max(1, count))
         rows = [[self.cls_id, *stream[i * step : i * step + body], self.sep_id] for i in range(count)]
         return np.array(rows, dtype=np.int64)
+
+    def fixed_length_text(self, text: str, seq_len: int, count: int) -> list[str]:
+        """``count`` windows of whole words of ``text`` that tokenise to exactly ``seq_len`` tokens.
+
+        The text-in models' counterpart of ``fixed_length``: the same realistic text, as strings, so that
+        perf_analyzer compares server-side tokenisation with ids of the same length. WordPiece splits each
+        whitespace-separated word on its own, so a window's length is the sum of its words' lengths.
+        """
+        if seq_len < 3:
+            raise DataError(f"sequence length {seq_len} too short (minimum 3)")
+        self.tok.no_padding()
+        self.tok.no_truncation()
+        words = text.split()
+        pieces = [len(e.ids) for e in self.tok.encode_batch(words, add_special_tokens=False)]
+        windows: list[str] = []
+        while len(windows) < count:
+            found = len(windows)
+            for start in range(len(words)):
+                total, end = 0, start
+                while end < len(words) and total < seq_len - 2:
+                    total, end = total + pieces[end], end + 1
+                if total == seq_len - 2 and len(windows) < count:
+                    windows.append(" ".join(words[start:end]))
+            if len(windows) == found:
+                raise DataError(f"no window of whole words makes exactly {seq_len} tokens")
+            words, pieces = words + words, pieces + pieces  # too short: go round the text again
+        return windows
 
 
 @lru_cache(maxsize=4)

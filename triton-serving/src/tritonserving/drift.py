@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from tritonserving.comparison import Comparison, compare_embeddings, plot_heatmaps, report_markdown
-from tritonserving.data import BUILD
+from tritonserving.data import BUILD, artefact
 
 DEFAULT_FORMS = ("torch", "fp32", "openvino", "fp16", "int8", "int8_trt")
 REFERENCE = "fp32"
@@ -26,30 +26,9 @@ SETS = ("eval_sentences", "queries", "corpus")
 TOP_K = 10
 
 
-def torch_runner():
-    """The reference: the original sentence-transformers model (PyTorch, fp32) on the same token ids."""
-    import torch
-    from sentence_transformers import SentenceTransformer
-
-    from tritonserving.model_source import resolve_model
-
-    model = SentenceTransformer(str(resolve_model(None)), device="cpu")
-    model.eval()
-
-    def run(ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            feats = {
-                "input_ids": torch.from_numpy(np.asarray(ids, np.int64)),
-                "attention_mask": torch.from_numpy(np.asarray(mask, np.int64)),
-            }
-            return model(feats)["sentence_embedding"].numpy().astype(np.float32)
-
-    return run
-
-
 def runner_for(name: str, build_dir: str | os.PathLike):
     """Runner of a form name (``torch`` or any key of ``runners.FORMS``)."""
-    from tritonserving.runners import load_form
+    from tritonserving.runners import load_form, torch_runner
 
     return torch_runner() if name == "torch" else load_form(name, build_dir)
 
@@ -75,7 +54,7 @@ def compute(build_dir: str | os.PathLike = BUILD, forms: tuple[str, ...] = DEFAU
 
 def write_report(build_dir: str | os.PathLike = BUILD, forms: tuple[str, ...] = DEFAULT_FORMS) -> Path:
     """Compute and write ``build/drift/{drift.md,drift.json,drift.png}``; returns the markdown path."""
-    out = Path(build_dir) / "drift"
+    out = artefact("drift", build_dir)
     out.mkdir(parents=True, exist_ok=True)
     cmp = compute(build_dir, forms)
     reference = REFERENCE if REFERENCE in forms else forms[0]

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 from tritonserving import EMBED_DIM, INPUT_NAMES, OUTPUT_NAME
-from tritonserving.data import BUILD
+from tritonserving.data import BUILD, artefact
 from tritonserving.model_source import DEFAULT_MODEL, ModelSourceError, resolve_model
 
 log = logging.getLogger(__name__)
@@ -38,11 +38,6 @@ TOKENIZER_FILES = (
     "vocab.txt",
     "config.json",
 )
-
-
-def fp32_path(build_dir: str | os.PathLike) -> Path:
-    """Where the fp32 ONNX form lives under ``build_dir``."""
-    return Path(build_dir) / "onnx" / "fp32" / "model.onnx"
 
 
 def _clean_graph(model_path: Path, hidden: int) -> None:
@@ -155,7 +150,7 @@ def ensure_all(build_dir: str | os.PathLike = BUILD, model: str | None = None) -
     from tritonserving import precision, repository
 
     build_dir = Path(build_dir)
-    paths: dict[str, Path] = {"fp32": export_onnx(model, build_dir / "onnx" / "fp32")}
+    paths: dict[str, Path] = {"fp32": export_onnx(model, artefact("export", build_dir))}
     paths.update(precision.build_all(build_dir))
     paths.update(repository.generate(build_dir))
     return paths
@@ -177,7 +172,7 @@ def run(args: argparse.Namespace) -> int:
     """``triton-serving export``: write build/onnx/fp32/model.onnx."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        path = export_onnx(args.model, Path(args.build_dir) / "onnx" / "fp32", force=args.force)
+        path = export_onnx(args.model, artefact("export", args.build_dir), force=args.force)
     except ModelSourceError as exc:
         print(f"error: {exc}")
         return 2

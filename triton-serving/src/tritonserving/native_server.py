@@ -14,9 +14,7 @@ The wheel's layout is meant for PyTriton, not for running the binary by hand. Wh
 * the venv's ``bin`` first on ``PATH`` so that the embedded interpreter finds the venv's site-packages
   (numpy < 2, onnxruntime, openvino used by the python-backend models).
 
-perf_analyzer (inside the ``tritonclient==2.50.0`` wheel's data files) needs ``libb64.so.0d`` and
-``libcudart.so.12``; both ship in ``nvidia_pytriton.libs`` under hashed names, so we symlink them into a
-staging lib dir (:func:`perf_analyzer_env`).
+perf_analyzer needs two of the wheel's libraries too: ``tritonserving.perf`` stages them.
 """
 
 from __future__ import annotations
@@ -38,10 +36,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tritonserving.data import BUILD
+from tritonserving.data import BUILD, artefact
 
-STAGING = BUILD / "triton-native"
-CPU_REPOSITORY = BUILD / "repository-cpu"
+STAGING = artefact("native_staging", BUILD)
+CPU_REPOSITORY = artefact("repository-cpu", BUILD)
 
 #: Compose defaults (docker-compose.yaml publishes these); env vars override, as in every folder.
 DEFAULT_HTTP_PORT = int(os.environ.get("TRITON_HTTP_PORT", "8000"))
@@ -160,41 +158,6 @@ def server_env(base: dict[str, str] | None = None) -> dict[str, str]:
     env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '/usr/bin:/bin')}"
     # The python backend models read these (model.py of the CPU repository); keep them offline.
     env.setdefault("HF_HUB_OFFLINE", "1")
-    return env
-
-
-def perf_analyzer_path() -> Path:
-    """perf_analyzer from the tritonclient wheel's data files (pip/uv put them in the venv's scripts dir)."""
-    candidates = [
-        Path(sysconfig.get_path("scripts")) / "perf_analyzer",
-        Path(sys.executable).parent / "perf_analyzer",
-    ]
-    for c in candidates:
-        if c.exists():
-            return c
-    raise NativeServerError(
-        "perf_analyzer not found next to the interpreter: install tritonclient[all]==2.50.0 "
-        "(2.52+ need glibc 2.38, 2.61+ no longer ship it)"
-    )
-
-
-def perf_analyzer_env(staging: Path = STAGING, base: dict[str, str] | None = None) -> dict[str, str]:
-    """Environment for perf_analyzer: a lib dir with ``libb64.so.0d`` and ``libcudart.so.12`` symlinks."""
-    libs = wheel_libs_dir()
-    lib_dir = staging / "perf-lib"
-    lib_dir.mkdir(parents=True, exist_ok=True)
-    for soname, prefix in (("libb64.so.0d", "libb64-"), ("libcudart.so.12", "libcudart-")):
-        matches = sorted(libs.glob(prefix + "*"))
-        if not matches:
-            raise NativeServerError(f"{prefix}*.so not found in {libs}; perf_analyzer needs it as {soname}")
-        link = lib_dir / soname
-        if link.is_symlink() or link.exists():
-            if link.resolve() == matches[0].resolve():
-                continue
-            link.unlink()
-        link.symlink_to(matches[0])
-    env = dict(os.environ if base is None else base)
-    env["LD_LIBRARY_PATH"] = ":".join(p for p in (str(lib_dir), env.get("LD_LIBRARY_PATH", "")) if p)
     return env
 
 
@@ -392,6 +355,40 @@ def triton_endpoint(
         say(f"tritonserver ready in {time.monotonic() - t0:.1f}s (log: {log or 'not kept'})")
         yield server.http_url.removeprefix("http://"), server.grpc_url
     say("tritonserver stopped")
+
+
+def add_server_arguments(parser: argparse.ArgumentParser) -> None:
+    """The server and forms arguments of every client command (``triton-compare``, ``perf``)."""
+    parser.add_argument(
+        "--http-url",
+        default=None,
+        help="Triton HTTP host:port (default: 127.0.0.1:8000 if it is Triton serving this build, otherwise "
+        "a native server is started for the run)",
+    )
+    parser.add_argument("--grpc-url", default=None, help="Triton gRPC host:port (default: HTTP host, 8001)")
+    parser.add_argument(
+        "--repository",
+        type=Path,
+        default=CPU_REPOSITORY,
+        help="repository of the native server started when no server is given",
+    )
+    parser.add_argument("--forms", nargs="*", default=None, help="forms (default: every loaded minilm_*)")
+
+
+@contextmanager
+def served_forms_at(args: argparse.Namespace, log_dir: Path | None) -> Iterator[tuple[str, str, list[str]]]:
+    """(http, grpc, forms) for a ``with`` block: the server of ``add_server_arguments``, found or started.
+
+    Forms are ``--forms`` or every READY form the server lists (ids in; not their ``_text`` models).
+    Raises ``ClientError`` when none is served.
+    """
+    from tritonserving.client import ClientError, served_forms
+
+    with triton_endpoint(args.http_url, args.grpc_url, args.repository, log_dir=log_dir) as (http, grpc):
+        forms = args.forms or served_forms(http)
+        if not forms:
+            raise ClientError(f"no minilm_* model is READY at {http}; is the repository generated?")
+        yield http, grpc, forms
 
 
 # ---------------------------------------------------------------------------------------------- CLI: serve

@@ -8,6 +8,12 @@ count). perf_analyzer repeats each measurement window until three in a row agree
 ``--stability-percentage`` (steady state). The same token ids then go through ONNX Runtime in this process at
 batch 1..8 and the Triton / in-process throughput ratios are printed.
 
+Every form is measured twice by default, ids in (``<form>``) and text in (``<form>_text``: the server's
+tokenizer, then the form) on strings of whole words that tokenise to the same lengths: the difference is what
+server-side tokenisation costs. perf_analyzer (inside the ``tritonclient==2.50.0`` wheel's data files) needs
+``libb64.so.0d`` and ``libcudart.so.12``, which ship in the nvidia-pytriton wheel under hashed names: they are
+symlinked into a staging lib dir (:func:`perf_analyzer_env`).
+
 Outputs (``build/perf`` by default): ``perf.csv`` (every point), ``perf.md`` (table + ratios) and
 ``perf.png`` (throughput vs p95 latency). The run is bounded by ``--budget-s``: points left when the budget is
 spent are reported as skipped, never silently dropped.
@@ -18,19 +24,29 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import re
 import subprocess
 import sys
+import sysconfig
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-from tritonserving import INPUT_NAMES
-from tritonserving.client import ClientError, served_forms
-from tritonserving.data import BUILD, Tokenizer, read_sentences
+from tritonserving import INPUT_NAMES, TEXT_INPUT, TEXT_SUFFIX, text_model
+from tritonserving.client import ClientError
+from tritonserving.data import BUILD, Tokenizer, artefact, read_sentences
 from tritonserving.figures import save_figure
+from tritonserving.native_server import (
+    STAGING,
+    NativeServerError,
+    add_server_arguments,
+    served_forms_at,
+    wheel_libs_dir,
+)
+from tritonserving.repository import TOKENIZER_MODEL
 
 SEQ_LENS = (16, 64, 128)
 #: samples per sequence length in the input data (perf_analyzer cycles through them)
@@ -52,12 +68,69 @@ class Point:
     status: str = "ok"
 
 
+# ---------------------------------------------------------------------------------------- perf_analyzer
+def perf_analyzer_path() -> Path:
+    """perf_analyzer from the tritonclient wheel's data files (pip/uv put them in the venv's scripts dir)."""
+    candidates = [
+        Path(sysconfig.get_path("scripts")) / "perf_analyzer",
+        Path(sys.executable).parent / "perf_analyzer",
+    ]
+    for c in candidates:
+        if c.exists():
+            return c
+    raise NativeServerError(
+        "perf_analyzer not found next to the interpreter: install tritonclient[all]==2.50.0 "
+        "(2.52+ need glibc 2.38, 2.61+ no longer ship it)"
+    )
+
+
+def perf_analyzer_env(staging: Path = STAGING, base: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment for perf_analyzer: a lib dir with ``libb64.so.0d`` and ``libcudart.so.12`` symlinks."""
+    libs = wheel_libs_dir()
+    lib_dir = staging / "perf-lib"
+    lib_dir.mkdir(parents=True, exist_ok=True)
+    for soname, prefix in (("libb64.so.0d", "libb64-"), ("libcudart.so.12", "libcudart-")):
+        matches = sorted(libs.glob(prefix + "*"))
+        if not matches:
+            raise NativeServerError(f"{prefix}*.so not found in {libs}; perf_analyzer needs it as {soname}")
+        link = lib_dir / soname
+        if link.is_symlink() or link.exists():
+            if link.resolve() == matches[0].resolve():
+                continue
+            link.unlink()
+        link.symlink_to(matches[0])
+    env = dict(os.environ if base is None else base)
+    env["LD_LIBRARY_PATH"] = ":".join(p for p in (str(lib_dir), env.get("LD_LIBRARY_PATH", "")) if p)
+    return env
+
+
 # ------------------------------------------------------------------------------------------------ inputs
+def _text() -> str:
+    return " ".join(read_sentences("corpus") + read_sentences("eval_sentences"))
+
+
 def make_inputs(seq_lens: tuple[int, ...] = SEQ_LENS, count: int = SAMPLES) -> dict[int, np.ndarray]:
     """Realistic token ids of exactly each length: windows over the shipped corpus text ([CLS] ... [SEP])."""
-    text = " ".join(read_sentences("corpus") + read_sentences("eval_sentences"))
     tok = Tokenizer(max_length=max(seq_lens))
-    return {s: tok.fixed_length(text, s, count) for s in seq_lens}
+    return {s: tok.fixed_length(_text(), s, count) for s in seq_lens}
+
+
+def make_texts(seq_lens: tuple[int, ...] = SEQ_LENS, count: int = SAMPLES) -> dict[int, list[str]]:
+    """The same corpus text as strings of whole words that tokenise to exactly each length."""
+    tok = Tokenizer(max_length=max(seq_lens))
+    return {s: tok.fixed_length_text(_text(), s, count) for s in seq_lens}
+
+
+def write_text_inputs(texts_by_len: dict[int, list[str]], out_dir: Path) -> dict[int, Path]:
+    """perf_analyzer ``--input-data`` JSON files for the text-in models (one string a request)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for seq_len, texts in texts_by_len.items():
+        data = [{TEXT_INPUT: {"content": [t], "shape": [1]}} for t in texts]
+        path = out_dir / f"text-{seq_len}.json"
+        path.write_text(json.dumps({"data": data}))
+        paths[seq_len] = path
+    return paths
 
 
 def write_inputs(ids_by_len: dict[int, np.ndarray], out_dir: Path) -> dict[int, Path]:
@@ -78,7 +151,6 @@ def write_inputs(ids_by_len: dict[int, np.ndarray], out_dir: Path) -> dict[int, 
     return paths
 
 
-# ---------------------------------------------------------------------------------------- perf_analyzer
 def parse_server_counts(stdout: str) -> dict[int, tuple[int, int]]:
     """concurrency -> (server inference count, execution count) from perf_analyzer's report."""
     out = {}
@@ -102,8 +174,6 @@ def perf_analyzer_command(
     max_trials: int,
 ) -> list[str]:
     """The perf_analyzer command line for one point (printed with ``-v`` so that users can rerun it)."""
-    from tritonserving.native_server import perf_analyzer_path
-
     return [
         str(perf_analyzer_path()), "-m", model, "-u", grpc_url, "-i", "grpc",
         "--input-data", str(data), "-b", "1",
@@ -128,8 +198,6 @@ def run_point(
     verbose: bool = False,
 ) -> Point:
     """Measure one (form, length, concurrency) point; one retry with a looser stability criterion."""
-    from tritonserving.native_server import perf_analyzer_env
-
     env = perf_analyzer_env()
     csv_path = work / f"{model}-seq{seq_len}-c{concurrency}.csv"
     last_error = ""
@@ -232,6 +300,67 @@ def markdown(points: list[Point], header: str) -> str:
                 f"| {r['seq_len']} | {r['concurrency']} | {r['triton']:.1f} | {_ratio(r['vs_batch1'])} | "
                 f"{_ratio(r['vs_same_batch'])} | {r['avg_server_batch']:.2f} |"
             )
+    costs = tokenization_cost(points)
+    if costs:
+        lines += ["", "Server-side tokenisation: `<form>_text` (strings in) beside `<form>` (ids in), same "
+                  "lengths and concurrency:", "",
+                  "| form | seq | concurrency | ids seq/s | text seq/s | text / ids | ids p50 ms "
+                  "| text p50 ms | p50 added ms |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+        for c in costs:
+            lines.append(
+                f"| {c['form'].removeprefix('minilm_')} | {c['seq_len']} | {c['concurrency']} "
+                f"| {c['ids']:.1f} | {c['text']:.1f} | {c['ratio']:.2f}x | {c['ids_p50']:.2f} "
+                f"| {c['text_p50']:.2f} | {c['text_p50'] - c['ids_p50']:+.2f} |"
+            )
+    return "\n".join(lines)
+
+
+def tokenization_cost(points: list[Point]) -> list[dict]:
+    """Each text-in point beside the id-in point of the same form, length and concurrency."""
+    ids = {(p.form, p.seq_len, p.concurrency): p for p in points if p.throughput > 0}
+    out = []
+    for p in points:
+        base = ids.get((p.form.removesuffix(TEXT_SUFFIX), p.seq_len, p.concurrency))
+        if not p.form.endswith(TEXT_SUFFIX) or p.throughput <= 0 or base is None:
+            continue
+        out.append({
+            "form": base.form, "seq_len": p.seq_len, "concurrency": p.concurrency,
+            "ids": base.throughput, "text": p.throughput, "ratio": p.throughput / base.throughput,
+            "ids_p50": base.p50_ms, "text_p50": p.p50_ms,
+        })  # fmt: skip
+    return out
+
+
+def compute_times(http: str, models: list[str]) -> dict[str, tuple[int, int, float]]:
+    """model -> (executions, inferences, mean compute ms per execution) from Triton's statistics.
+
+    Why: the ensemble's own numbers are per request; its steps' statistics say how long the tokenizer step
+    itself computes next to the form, which machine noise moves far less than end-to-end throughput.
+    """
+    from tritonserving.native_server import http_get_json
+
+    out = {}
+    for model in models:
+        status, stats = http_get_json(f"http://{http}/v2/models/{model}/stats", timeout=10)
+        if status != 200 or not stats or not stats.get("model_stats"):
+            continue
+        s = stats["model_stats"][0]
+        compute = s["inference_stats"]["compute_infer"]
+        executions = int(s["execution_count"])
+        mean_ms = float(compute["ns"]) / 1e6 / executions if executions else float("nan")
+        out[model] = (executions, int(s["inference_count"]), mean_ms)
+    return out
+
+
+def compute_times_markdown(times: dict[str, tuple[int, int, float]]) -> str:
+    """The server-side compute time table (ensembles have no compute of their own: left out)."""
+    rows = [(m, t) for m, t in times.items() if not m.endswith(TEXT_SUFFIX)]
+    lines = ["Server-side compute per execution over the whole run (Triton statistics; `tokenizer` is the "
+             "text-in models' first step):", "",
+             "| model | executions | inferences | mean compute ms per execution |",
+             "|---|---:|---:|---:|"]  # fmt: skip
+    lines += [f"| {m} | {e} | {i} | {ms:.2f} |" for m, (e, i, ms) in rows]
     return "\n".join(lines)
 
 
@@ -286,12 +415,9 @@ def parse_range(text: str) -> list[int]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``triton-serving perf``."""
-    parser.add_argument("--http-url", default=None, help="Triton HTTP host:port (default: compose 8000 if "
-                        "it is Triton, otherwise a native server is started for the run)")  # fmt: skip
-    parser.add_argument("--grpc-url", default=None, help="Triton gRPC host:port")
-    parser.add_argument("--repository", type=Path, default=BUILD / "repository-cpu",
-                        help="repository of the native server started when no server is given")  # fmt: skip
-    parser.add_argument("--forms", nargs="*", default=None, help="forms (default: every loaded minilm_*)")
+    add_server_arguments(parser)
+    parser.add_argument("--inputs", choices=["both", "ids", "text"], default="both",
+                        help="measure each form (ids in), its text-in model, or both (default)")  # fmt: skip
     parser.add_argument("--seq-lens", default="16,64,128", help="sequence lengths (default 16,64,128)")
     parser.add_argument("--concurrency", default="1:8", help="concurrency levels, 1:8 or 1,2,4 (default 1:8)")
     parser.add_argument("--interval-ms", type=int, default=1000, help="perf_analyzer measurement window")
@@ -301,7 +427,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--inprocess-batches", default="1,2,4,8", help="in-process ORT batch sizes")
     parser.add_argument("--no-inprocess", action="store_true", help="skip the in-process ONNX Runtime timing")
     parser.add_argument(
-        "--out-dir", type=Path, default=BUILD / "perf", help="output dir (default build/perf)"
+        "--out-dir", type=Path, default=artefact("perf"), help="output dir (default build/perf)"
     )
     parser.add_argument("--write-inputs-only", action="store_true",
                         help="only write build/perf/inputs-<seq>.json (for the compose sdk)")  # fmt: skip
@@ -310,16 +436,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Measure; 0 = the table was written (even with failed points, which it lists), 2 = could not run."""
-    from tritonserving.native_server import NativeServerError, perf_analyzer_path, triton_endpoint
-
     t_start = time.monotonic()
     try:
         seq_lens = tuple(parse_range(args.seq_lens))
         concs = parse_range(args.concurrency)
         ids_by_len = make_inputs(seq_lens)
         data = write_inputs(ids_by_len, args.out_dir)
+        text_data = write_text_inputs(make_texts(seq_lens), args.out_dir)
         if args.write_inputs_only:
-            print(f"wrote {', '.join(str(p) for p in data.values())}")
+            print(f"wrote {', '.join(str(p) for p in [*data.values(), *text_data.values()])}")
             return 0
         perf_analyzer_path()
         points: list[Point] = []
@@ -330,20 +455,18 @@ def run(args: argparse.Namespace) -> int:
         deadline = t_start + args.budget_s
         point_timeout = max(30.0, args.interval_ms / 1000 * args.max_trials * 4 + 20)
         interrupted = False
-        endpoint = triton_endpoint(args.http_url, args.grpc_url, args.repository, log_dir=args.out_dir)
-        with endpoint as (http, grpc):
-            forms = args.forms or served_forms(http)
-            if not forms:
-                raise ClientError(f"no minilm_* model is READY at {http}")
+        with served_forms_at(args, args.out_dir) as (http, grpc, forms):
+            models = models_to_measure(forms, args.inputs)
             from tqdm import tqdm
 
-            bar = tqdm(total=len(seq_lens) * len(forms) * len(concs), desc="perf_analyzer", unit="point",
+            bar = tqdm(total=len(seq_lens) * len(models) * len(concs), desc="perf_analyzer", unit="point",
                        file=sys.stdout)  # fmt: skip
             for seq in seq_lens:
                 # in-process timed right before AND right after the Triton points of the same length: on a
                 # shared machine the load changes by the minute, and the spread of the two shows how much
                 before = [time_inprocess(runner, ids_by_len[seq], b, seq) for b in batches] if runner else []
-                for form in forms:
+                for form in models:
+                    inputs = text_data if form.endswith(TEXT_SUFFIX) else data
                     for conc in concs:
                         bar.update(1)
                         if time.monotonic() > deadline or interrupted:
@@ -352,7 +475,7 @@ def run(args: argparse.Namespace) -> int:
                             continue
                         try:
                             points.append(run_point(
-                                form, grpc, data[seq], seq, conc, work, args.interval_ms, args.stability,
+                                form, grpc, inputs[seq], seq, conc, work, args.interval_ms, args.stability,
                                 args.max_trials, timeout_s=point_timeout, verbose=args.verbose,
                             ))  # fmt: skip
                         except KeyboardInterrupt:  # Ctrl-C: keep what was measured, write the table
@@ -363,13 +486,15 @@ def run(args: argparse.Namespace) -> int:
                 ]  # fmt: skip
                 points += [merge_inprocess(a, b) for a, b in zip(before, after, strict=True)]
             bar.close()
+            steps = [TOKENIZER_MODEL] if any(m.endswith(TEXT_SUFFIX) for m in models) else []
+            server_times = compute_times(http, [*models, *steps])
     except (ClientError, NativeServerError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     header = (f"perf_analyzer (gRPC, batch 1 per request, concurrency {args.concurrency}, window "
               f"{args.interval_ms} ms, stability {args.stability}%) and in-process ONNX Runtime; "
               f"{time.monotonic() - t_start:.0f}s in all.")  # fmt: skip
-    md = markdown(points, header)
+    md = markdown(points, header) + "\n\n" + compute_times_markdown(server_times)
     print(md)
     write_csv(points, args.out_dir / "perf.csv")
     (args.out_dir / "perf.md").write_text(md + "\n")
@@ -379,6 +504,15 @@ def run(args: argparse.Namespace) -> int:
     if failed:
         print(f"{len(failed)} point(s) not measured; see the status column", file=sys.stderr)
     return 0
+
+
+def models_to_measure(forms: list[str], inputs: str) -> list[str]:
+    """The models perf_analyzer measures: each form (ids in), its text-in model, or both side by side."""
+    out = []
+    for form in forms:
+        out += [form] if inputs in ("both", "ids") else []
+        out += [text_model(form)] if inputs in ("both", "text") else []
+    return out
 
 
 def inprocess_runner():

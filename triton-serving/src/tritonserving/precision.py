@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tritonserving.data import BUILD
+from tritonserving.data import BUILD, artefact
 
 log = logging.getLogger(__name__)
 
@@ -407,7 +407,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"openvino  {paths['openvino']}")
     if args.study:
         table = int8_study(args.build_dir)
-        Path(args.build_dir, "int8_study.md").write_text(table + "\n")
+        artefact("int8_study", args.build_dir).write_text(table + "\n")
         print(table)
     return 0
 

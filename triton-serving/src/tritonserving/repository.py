@@ -19,6 +19,11 @@ CPU repository (python backend, run by the tritonserver of the nvidia-pytriton w
 (ORT fp32), ``minilm_openvino`` (OpenVINO runtime on the IR), ``minilm_onnx_fp16`` (ORT on the fp16 graph)
 and ``minilm_onnx_int8`` (ORT on the int8 Q/DQ graph); the last two stand in on CPU for the fp16 and int8
 TensorRT plans.
+
+Text in, both repositories: every form ``<form>`` also gets ``<form>_text``, an ensemble of two steps:
+``tokenizer`` (python backend, the exported ``tokenizer.json`` through the ``tokenizers`` library; input
+``text`` BYTES ``[-1, 1]``, outputs ``input_ids``/``attention_mask``) then the form itself, so a client sends
+strings and gets the same ``sentence_embedding``. One tokenizer model serves every ensemble.
 """
 
 from __future__ import annotations
@@ -30,14 +35,19 @@ import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from tritonserving import EMBED_DIM, INPUT_NAMES, MAX_BATCH_SIZE, OUTPUT_NAME, trt_plans
-from tritonserving.data import BUILD, vocab_size
+from tritonserving import EMBED_DIM, INPUT_NAMES, MAX_BATCH_SIZE, OUTPUT_NAME, text_model, trt_plans
+from tritonserving.data import BUILD, artefact, vocab_size
+from tritonserving.input_checks import MAX_TEXT_TOKENS, TEXT_INPUT
 
 #: config parameter naming the exact files a model serves: a running server can be checked against a build
 BUILD_HASH_KEY = "build_hash"
 TEMPLATE = Path(__file__).parent / "templates" / "python_model.py"
+TOKENIZER_TEMPLATE = Path(__file__).parent / "templates" / "tokenizer_model.py"
 #: the request rules, copied next to every python-backend model.py (it imports them from its own folder)
 CHECKS = Path(__file__).parent / "input_checks.py"
+#: every Python file a repository ships (the container image must provide what they import)
+SHIPPED_PYTHON = (TEMPLATE, TOKENIZER_TEMPLATE, CHECKS)
+TOKENIZER_MODEL = "tokenizer"
 
 
 @dataclass(frozen=True)
@@ -45,26 +55,59 @@ class ModelSpec:
     """One model of a repository: how it is served and which built files it needs."""
 
     name: str
-    backend: str  # onnxruntime | tensorrt | python
-    files: tuple[tuple[str, str], ...]  # (path under build/, file name in <model>/1/)
+    backend: str  # onnxruntime | tensorrt | python | ensemble
+    files: tuple[tuple[str, str], ...]  # (artefact of data.LAYOUT, file name in <model>/1/)
     kind: str = "KIND_CPU"
     parameters: tuple[tuple[str, str], ...] = ()
     cpu_accelerator: str | None = None
     queue_delay_us: int = 500
+    role: str = "form"  # form (ids in) | tokenizer | text (ensemble: tokenizer -> ``form``)
+    form: str = ""  # for role text: the form model the ensemble runs after the tokenizer
+
+    @property
+    def template(self) -> Path:
+        """The model.py a python-backend model runs."""
+        return TOKENIZER_TEMPLATE if self.role == "tokenizer" else TEMPLATE
 
 
-GPU_MODELS = (
+TOKENIZER = ModelSpec(
+    TOKENIZER_MODEL,
+    "python",
+    (("tokenizer", "tokenizer.json"),),
+    parameters=(("max_length", str(MAX_TEXT_TOKENS)),),
+    queue_delay_us=100,
+    role="tokenizer",
+)
+
+
+def with_text_models(forms: tuple[ModelSpec, ...]) -> tuple[ModelSpec, ...]:
+    """``forms``, the tokenizer, and one text-in ensemble per form."""
+    texts = tuple(
+        ModelSpec(
+            text_model(f.name),
+            "ensemble",
+            (),
+            parameters=(("truncation", f"strings longer than {MAX_TEXT_TOKENS} tokens are truncated"),),
+            role="text",
+            form=f.name,
+        )
+        for f in forms
+    )
+    return (*forms, TOKENIZER, *texts)
+
+
+GPU_FORMS = (
     ModelSpec(
         "minilm_onnx",
         "onnxruntime",
-        (("onnx/fp32/model.onnx", "model.onnx"),),
+        (("fp32", "model.onnx"),),
         kind="KIND_GPU",
         queue_delay_us=100,
     ),
     ModelSpec(
         "minilm_openvino",
         "onnxruntime",
-        (("onnx/fp32/model.onnx", "model.onnx"),),
+        (("fp32", "model.onnx"),),
         kind="KIND_CPU",
         cpu_accelerator="openvino",
     ),
@@ -73,32 +116,52 @@ GPU_MODELS = (
     ModelSpec("minilm_trt_int8", "tensorrt", (), kind="KIND_GPU", queue_delay_us=100),
 )
 
-CPU_MODELS = (
+CPU_FORMS = (
     ModelSpec(
         "minilm_onnx",
         "python",
-        (("onnx/fp32/model.onnx", "model.onnx"),),
+        (("fp32", "model.onnx"),),
         parameters=(("engine", "onnxruntime"), ("model_file", "model.onnx")),
     ),
     ModelSpec(
         "minilm_openvino",
         "python",
-        (("openvino/model.xml", "model.xml"), ("openvino/model.bin", "model.bin")),
+        (("openvino", "model.xml"), ("openvino_weights", "model.bin")),
         parameters=(("engine", "openvino"), ("model_file", "model.xml")),
     ),
     ModelSpec(
         "minilm_onnx_fp16",
         "python",
-        (("onnx/fp16/model.onnx", "model.onnx"),),
+        (("fp16", "model.onnx"),),
         parameters=(("engine", "onnxruntime"), ("model_file", "model.onnx")),
     ),
     ModelSpec(
         "minilm_onnx_int8",
         "python",
-        (("onnx/int8/model.onnx", "model.onnx"),),
+        (("int8", "model.onnx"),),
         parameters=(("engine", "onnxruntime"), ("model_file", "model.onnx")),
     ),
 )
+
+
+GPU_MODELS = with_text_models(GPU_FORMS)
+CPU_MODELS = with_text_models(CPU_FORMS)
+
+
+def _ensemble(cfg, spec: ModelSpec) -> None:
+    """Inputs, outputs and the two steps of a text-in ensemble: tokenizer, then the form."""
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    cfg.platform = "ensemble"
+    cfg.input.add(name=TEXT_INPUT, data_type=mc.TYPE_STRING, dims=[1])
+    cfg.output.add(name=OUTPUT_NAME, data_type=mc.TYPE_FP32, dims=[EMBED_DIM])
+    tokenize = cfg.ensemble_scheduling.step.add(model_name=TOKENIZER_MODEL, model_version=-1)
+    tokenize.input_map[TEXT_INPUT] = TEXT_INPUT
+    embed = cfg.ensemble_scheduling.step.add(model_name=spec.form, model_version=-1)
+    for name in INPUT_NAMES:
+        tokenize.output_map[name] = name
+        embed.input_map[name] = name
+    embed.output_map[OUTPUT_NAME] = OUTPUT_NAME
 
 
 def model_config(spec: ModelSpec, max_batch_size: int = MAX_BATCH_SIZE, build_hash: str = ""):
@@ -106,25 +169,33 @@ def model_config(spec: ModelSpec, max_batch_size: int = MAX_BATCH_SIZE, build_ha
     from tritonclient.grpc import model_config_pb2 as mc
 
     cfg = mc.ModelConfig(name=spec.name, max_batch_size=max_batch_size)
+    for key, value in spec.parameters:
+        cfg.parameters[key].string_value = value
+    if build_hash:
+        cfg.parameters[BUILD_HASH_KEY].string_value = build_hash
+    if spec.role == "text":
+        _ensemble(cfg, spec)
+        return cfg
     if spec.backend == "onnxruntime":
         cfg.platform = "onnxruntime_onnx"
     elif spec.backend == "tensorrt":
         cfg.platform = "tensorrt_plan"
     else:
         cfg.backend = spec.backend
-    for name in INPUT_NAMES:
-        cfg.input.add(name=name, data_type=mc.TYPE_INT64, dims=[-1])
-    cfg.output.add(name=OUTPUT_NAME, data_type=mc.TYPE_FP32, dims=[EMBED_DIM])
+    if spec.role == "tokenizer":
+        cfg.input.add(name=TEXT_INPUT, data_type=mc.TYPE_STRING, dims=[1])
+        for name in INPUT_NAMES:
+            cfg.output.add(name=name, data_type=mc.TYPE_INT64, dims=[-1])
+    else:
+        for name in INPUT_NAMES:
+            cfg.input.add(name=name, data_type=mc.TYPE_INT64, dims=[-1])
+        cfg.output.add(name=OUTPUT_NAME, data_type=mc.TYPE_FP32, dims=[EMBED_DIM])
     group = cfg.instance_group.add(count=1, kind=getattr(mc.ModelInstanceGroup, spec.kind))
     if spec.kind == "KIND_GPU":
         group.gpus.append(0)
     cfg.dynamic_batching.max_queue_delay_microseconds = spec.queue_delay_us
     if spec.cpu_accelerator:
         cfg.optimization.execution_accelerators.cpu_execution_accelerator.add(name=spec.cpu_accelerator)
-    for key, value in spec.parameters:
-        cfg.parameters[key].string_value = value
-    if build_hash:
-        cfg.parameters[BUILD_HASH_KEY].string_value = build_hash
     return cfg
 
 
@@ -174,7 +245,8 @@ def _place(src: Path, dst: Path) -> None:
 
 def write_repository(build_dir: Path, out: Path, specs: tuple[ModelSpec, ...]) -> Path:
     """Write ``out/<model>/{config.pbtxt,1/...}``; existing ``model.plan`` files are kept."""
-    missing = [f for s in specs for f, _ in s.files if not (build_dir / f).is_file()]
+    needed = {artefact(name, build_dir) for spec in specs for name, _ in spec.files}
+    missing = [str(path) for path in needed if not path.is_file()]
     if missing:
         raise FileNotFoundError(f"missing {', '.join(sorted(set(missing)))}: run `make precision` first")
     out.mkdir(parents=True, exist_ok=True)
@@ -190,20 +262,24 @@ def write_repository(build_dir: Path, out: Path, specs: tuple[ModelSpec, ...]) -
             if old.name not in keep:
                 shutil.rmtree(old) if old.is_dir() else old.unlink()
         for rel, name in spec.files:
-            _place(build_dir / rel, version / name)
+            _place(artefact(rel, build_dir), version / name)
         if spec.backend == "python":
-            shutil.copy2(TEMPLATE, version / "model.py")
+            shutil.copy2(spec.template, version / "model.py")
             shutil.copy2(CHECKS, version / CHECKS.name)
+        if spec.role == "form" and spec.backend == "python":
             spec = replace(spec, parameters=(*spec.parameters, ("vocab_size", str(vocab_size(build_dir)))))
-        (out / spec.name / "config.pbtxt").write_text(config_text(spec, build_hash=files_hash(version)))
+        # an ensemble serves no file: its hash is the one of its steps, its config
+        served = config_text(spec) if spec.role == "text" else ""
+        build_hash = hashlib.sha256(served.encode()).hexdigest()[:16] if served else files_hash(version)
+        (out / spec.name / "config.pbtxt").write_text(config_text(spec, build_hash=build_hash))
     return out
 
 
 def generate(build_dir: str | os.PathLike = BUILD) -> dict[str, Path]:
     """Write both repositories and the trtexec script for the plans service; returns their paths."""
     build_dir = Path(build_dir)
-    gpu = write_repository(build_dir, build_dir / "repository-gpu", GPU_MODELS)
-    cpu = write_repository(build_dir, build_dir / "repository-cpu", CPU_MODELS)
+    gpu = write_repository(build_dir, artefact("repository-gpu", build_dir), GPU_MODELS)
+    cpu = write_repository(build_dir, artefact("repository-cpu", build_dir), CPU_MODELS)
     script = trt_plans.write_script(build_dir)
     return {"repository-gpu": gpu, "repository-cpu": cpu, "plans-script": script}
 
@@ -224,8 +300,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"{key:15s} {path}")
     plans = [
         m.name
-        for m in GPU_MODELS
-        if m.backend == "tensorrt" and not (paths["repository-gpu"] / m.name / "1" / "model.plan").is_file()
+        for m in GPU_FORMS
+        if m.backend == "tensorrt" and not trt_plans.plan_path(m.name, args.build_dir).is_file()
     ]
     if plans:
         print(

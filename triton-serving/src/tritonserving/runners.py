@@ -8,6 +8,7 @@ Usage (the tests compare Triton's answers with in-process ones this way)::
     ids, mask = tokenizer("build")(["hello world"])
     emb = run(ids, mask)                             # np.float32 [batch, 384], L2-normalised
 
+``torch_runner()`` is the original sentence-transformers model (PyTorch), the reference of the drift report.
 Each form maps to the Triton model that serves it (``TRITON_MODEL``); the TensorRT plans cannot run
 here, so on CPU the ONNX fp16 / int8 graphs stand in for ``minilm_trt_fp16`` / ``minilm_trt_int8``.
 """
@@ -21,17 +22,17 @@ from pathlib import Path
 import numpy as np
 
 from tritonserving import OUTPUT_NAME
-from tritonserving.data import BUILD
+from tritonserving.data import BUILD, artefact
 
 Runner = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
-#: form name -> (engine, path of its model under build/)
-FORMS: dict[str, tuple[str, str]] = {
-    "fp32": ("onnxruntime", "onnx/fp32/model.onnx"),
-    "openvino": ("openvino", "openvino/model.xml"),
-    "fp16": ("onnxruntime", "onnx/fp16/model.onnx"),
-    "int8": ("onnxruntime", "onnx/int8/model.onnx"),
-    "int8_trt": ("onnxruntime", "onnx/int8_trt/model.onnx"),
+#: form name (its artefact in ``data.LAYOUT``) -> the engine that runs it
+FORMS: dict[str, str] = {
+    "fp32": "onnxruntime",
+    "openvino": "openvino",
+    "fp16": "onnxruntime",
+    "int8": "onnxruntime",
+    "int8_trt": "onnxruntime",
 }
 
 #: Triton model names of the CPU repository -> the in-process form that computes the same thing
@@ -47,7 +48,7 @@ def form_path(name: str, build_dir: str | os.PathLike = BUILD) -> Path:
     """Path of the model file of form ``name``."""
     if name not in FORMS:
         raise KeyError(f"unknown form {name!r}; known: {', '.join(FORMS)}")
-    return Path(build_dir) / FORMS[name][1]
+    return artefact(name, build_dir)
 
 
 def ort_runner(path: str | os.PathLike, threads: int | None = None) -> Runner:
@@ -85,12 +86,33 @@ def openvino_runner(path: str | os.PathLike, threads: int | None = None) -> Runn
     return run
 
 
+def torch_runner():
+    """The reference: the original sentence-transformers model (PyTorch, fp32) on the same token ids."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    from tritonserving.model_source import resolve_model
+
+    model = SentenceTransformer(str(resolve_model(None)), device="cpu")
+    model.eval()
+
+    def run(ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            feats = {
+                "input_ids": torch.from_numpy(np.asarray(ids, np.int64)),
+                "attention_mask": torch.from_numpy(np.asarray(mask, np.int64)),
+            }
+            return model(feats)["sentence_embedding"].numpy().astype(np.float32)
+
+    return run
+
+
 def load_form(name: str, build_dir: str | os.PathLike = BUILD, threads: int | None = None) -> Runner:
     """Runner for form ``name`` (see ``FORMS``); the model file must have been built (``make precision``)."""
     path = form_path(name, build_dir)
     if not path.is_file():
         raise FileNotFoundError(f"form {name}: {path} is missing; run `make precision` first")
-    engine = FORMS[name][0]
+    engine = FORMS[name]
     return openvino_runner(path, threads) if engine == "openvino" else ort_runner(path, threads)
 
 

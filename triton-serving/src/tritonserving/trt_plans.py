@@ -27,13 +27,13 @@ import sys
 from pathlib import Path
 
 from tritonserving import MAX_BATCH_SIZE
-from tritonserving.data import BUILD
+from tritonserving.data import BUILD, artefact
 
-#: Triton model -> (ONNX form under build/, precision flags)
+#: Triton model -> (the ONNX form it is built from, an artefact of ``data.LAYOUT``; precision flags)
 PLAN_FORMS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "minilm_trt_fp32": ("onnx/fp32/model.onnx", ("--noTF32",)),
-    "minilm_trt_fp16": ("onnx/fp16/model.onnx", ("--fp16",)),
-    "minilm_trt_int8": ("onnx/int8_trt/model.onnx", ("--int8", "--fp16")),
+    "minilm_trt_fp32": ("fp32", ("--noTF32",)),
+    "minilm_trt_fp16": ("fp16", ("--fp16",)),
+    "minilm_trt_int8": ("int8_trt", ("--int8", "--fp16")),
 }
 
 #: optimisation profile (batch, sequence): the max batch equals the repository's max_batch_size
@@ -49,14 +49,18 @@ def _shape_arg(kind: str) -> str:
     return f"--{kind}Shapes=input_ids:{batch}x{seq},attention_mask:{batch}x{seq}"
 
 
+def plan_path(model: str, build_dir: str | os.PathLike = "build") -> Path:
+    """Where the plan of ``model`` goes: its version folder in the GPU repository."""
+    return artefact("repository-gpu", build_dir) / model / "1" / "model.plan"
+
+
 def plan_command(model: str, build_dir: str | os.PathLike = "build", trtexec: str = "trtexec") -> list[str]:
     """The exact ``trtexec`` argv that builds ``<build>/repository-gpu/<model>/1/model.plan``."""
-    onnx_rel, flags = PLAN_FORMS[model]
-    build_dir = Path(build_dir)
+    form, flags = PLAN_FORMS[model]
     return [
         trtexec,
-        f"--onnx={build_dir / onnx_rel}",
-        f"--saveEngine={build_dir / 'repository-gpu' / model / '1' / 'model.plan'}",
+        f"--onnx={artefact(form, build_dir)}",
+        f"--saveEngine={plan_path(model, build_dir)}",
         _shape_arg("min"),
         _shape_arg("opt"),
         _shape_arg("max"),
@@ -73,7 +77,7 @@ def all_commands(build_dir: str | os.PathLike = "build", trtexec: str = "trtexec
 
 def write_script(build_dir: str | os.PathLike = "build") -> Path:
     """``build/trt/build_plans.sh``: the same commands, paths relative to the folder (compose /workspace)."""
-    script = Path(build_dir) / "trt" / "build_plans.sh"
+    script = artefact("plans_script", build_dir)
     script.parent.mkdir(parents=True, exist_ok=True)
     lines = [
         "#!/usr/bin/env bash",
@@ -117,10 +121,10 @@ def build_plans(build_dir: str | os.PathLike = "build") -> list[Path]:
     plans = []
     for model in PLAN_FORMS:
         cmd = plan_command(model, build_dir, trtexec)
-        onnx_path = build_dir / PLAN_FORMS[model][0]
+        onnx_path = artefact(PLAN_FORMS[model][0], build_dir)
         if not onnx_path.is_file():
             raise FileNotFoundError(f"{onnx_path} is missing: run `make repo` first")
-        plan = build_dir / "repository-gpu" / model / "1" / "model.plan"
+        plan = plan_path(model, build_dir)
         plan.parent.mkdir(parents=True, exist_ok=True)
         print(f"== {model}: {shlex.join(cmd)}", flush=True)
         subprocess.run(cmd, check=True)
