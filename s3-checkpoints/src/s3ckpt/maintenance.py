@@ -11,7 +11,7 @@ import datetime as dt
 import logging
 
 from s3ckpt.catalog import MANIFEST, STEP_RE, Catalog
-from s3ckpt.errors import CheckpointNotFound, IntegrityError, S3CkptError
+from s3ckpt.errors import CheckpointNotFound, IntegrityError, NetworkError, S3CkptError
 
 log = logging.getLogger("s3ckpt")
 
@@ -52,6 +52,16 @@ def prune(cat: Catalog, keep_last: int, *, deep: bool = False) -> list[int]:
     for s in doomed:
         delete(cat, s)
     return doomed
+
+
+def prune_after_commit(cat: Catalog, keep_last: int) -> list[int]:
+    """``prune`` right after a save committed: the save succeeded, so a network failure here only
+    postpones the clean-up to the next save (a warning), it does not fail the save."""
+    try:
+        return prune(cat, keep_last)
+    except NetworkError as e:
+        log.warning("pruning old steps of run %s postponed to the next save: %s", cat.run, e)
+        return []
 
 
 def abort_stale_uploads(cat: Catalog, older_than: float = 0.0) -> int:

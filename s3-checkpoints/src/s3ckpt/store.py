@@ -19,6 +19,7 @@ import os
 import re
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, is_dataclass
 from typing import Any
@@ -158,21 +159,15 @@ class CheckpointStore(Catalog):
         meta.setdefault("step", int(step))
         objects: list[dict[str, Any]] = []
         written: list[str] = []
+        committing = False
         t0 = time.perf_counter()
         self.emit("save_started", step=step, attempt=attempt)
         try:
             for name, obj in state.items():
                 key = f"{sp}{name}.{attempt}.pt"
                 written.append(key)
-                w = S3Writer(self.client, self.bucket, key, part_size=self.part_size,
-                             max_inflight=self.max_inflight, whole_sha256=self.whole_object_sha256,
-                             on_part=lambda n, sz, k=key: self.emit("part_uploaded", key=k, part=n, size=sz))
-                try:
+                with self.writer(key) as w:
                     torch.save(obj, w)
-                except BaseException:
-                    w.abort()
-                    raise
-                self.call(f"uploading {key}", w.close)
                 objects.append(writer_entry(name, w, "torch"))
                 self.emit("object_written", key=key, size=w.size)
             json_objs = {f"meta.{attempt}.json": meta}
@@ -182,14 +177,23 @@ class CheckpointStore(Catalog):
                 written.append(sp + fname)
                 objects.append(self.put_json(sp + fname, doc, name=fname.split(".")[0]))
             self.emit("objects_done", step=step, keys=list(written))
+            committing = True
             info = self.commit(self.new_manifest(step, "torch", attempt, objects, metadata=meta))
         except BaseException:
-            self.delete_keys(written)  # only our own attempt's objects: never someone else's data
+            # only our own attempt's objects (never someone else's data), and never once committed
+            self.discard_attempt(step, attempt, written, maybe_committed=committing)
             raise
         self.emit("saved", step=step, seconds=time.perf_counter() - t0)
         if keep_last is not None:
-            self.prune(keep_last=keep_last)
+            maintenance.prune_after_commit(self, keep_last)
         return info
+
+    def writer(self, key: str, on_part: Callable[[int, int], None] | None = None) -> S3Writer:
+        """A streaming writer into ``key`` with this store's geometry; every request through :meth:`call`."""
+        return S3Writer(self.client, self.bucket, key, part_size=self.part_size,
+                        max_inflight=self.max_inflight, whole_sha256=self.whole_object_sha256, call=self.call,
+                        on_part=on_part or (lambda n, sz: self.emit("part_uploaded", key=key, part=n,
+                                                                    size=sz)))
 
     # ------------------------------------------------------------------ load
     def load(self, step: int | str = "latest", *, map_location: Any = "cpu",
@@ -220,12 +224,12 @@ class CheckpointStore(Catalog):
             with self.reader(o) as r:
                 try:
                     obj = self.call(f"reading {o['key']}", lambda r=r: torch.load(
-                        r, map_location=map_location, weights_only=weights_only))
+                        r, map_location=map_location, weights_only=weights_only), retry=False)
                 except (RuntimeError, EOFError, ValueError) as e:  # garbled zip/pickle: integrity, not a bug
                     if "weights_only" in str(e) or "Unsupported global" in str(e):
                         raise
                     raise IntegrityError(f"step {step}: {o['key']} cannot be deserialised ({e})") from None
-                self.call(f"verifying {o['key']}", r.verify)
+                self.call(f"verifying {o['key']}", r.verify, retry=False)
             state[o["name"]] = obj
             self.emit("object_loaded", key=o["key"], size=o["size"])
         return LoadedCheckpoint(step=step, state=state, metadata=man.get("metadata", {}), manifest=man)
@@ -244,7 +248,7 @@ class CheckpointStore(Catalog):
                     while n := r.readinto(buf):
                         f.write(memoryview(buf)[:n])
                     r.verify()
-                self.call(f"downloading {o['key']}", copy)
+                self.call(f"downloading {o['key']}", copy, retry=False)
             paths.append(path)
         mkey = self.step_prefix(step) + MANIFEST
         path = os.path.join(dest, MANIFEST)
