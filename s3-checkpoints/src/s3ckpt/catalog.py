@@ -104,13 +104,15 @@ class Catalog:
         return s3_call(self.settings, what, fn, **kw)
 
     def list_keys(self, prefix: str) -> Iterator[dict[str, Any]]:
-        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
-        it = iter(pages)
+        """Every object under ``prefix``, page by page; each page request is retried on its own (a
+        paginator that raised once is finished: retrying it would end the listing early, silently)."""
+        kw: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix}
         while True:
-            page = self.call(f"listing {prefix}", lambda: next(it, None))
-            if page is None:
-                return
+            page = self.call(f"listing {prefix}", lambda kw=dict(kw): self.client.list_objects_v2(**kw))
             yield from page.get("Contents", [])
+            if not page.get("IsTruncated"):
+                return
+            kw["ContinuationToken"] = page["NextContinuationToken"]
 
     def put_json(self, key: str, doc: Any, name: str) -> dict[str, Any]:
         """A small JSON object, with its SHA-256 checked by the server; returns its manifest entry."""
@@ -301,10 +303,15 @@ class Catalog:
 
         A network failure is not a reason to skip a step: it propagates. Committed steps that all fail
         raise :class:`NoVerifiedCheckpoint`, never :class:`CheckpointNotFound` (which means "start over")."""
-        steps = [s for s in self.committed_steps() if below is None or s < below]
-        if not steps:
+        committed = self.committed_steps()
+        steps = [s for s in committed if below is None or s < below]
+        if not committed:
             raise CheckpointNotFound(f"no committed checkpoint for run {self.run!r} under "
                                      f"s3://{self.bucket}/{self.run_prefix}")
+        if not steps:  # the newer ones failed to load: nothing to start over from, it is damage
+            raise NoVerifiedCheckpoint(f"no checkpoint of run {self.run!r} older than step {below} is left "
+                                       f"to fall back to; not starting over: inspect them with "
+                                       f"`s3ckpt verify --run {self.run}`")
         errors = []
         for s in reversed(steps):
             try:
