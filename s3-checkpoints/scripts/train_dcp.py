@@ -13,7 +13,6 @@ come from the S3CKPT_* environment variables.
 from __future__ import annotations
 
 import argparse
-import datetime
 import gc
 import json
 import os
@@ -28,6 +27,7 @@ from torch.distributed.fsdp import fully_shard
 
 from s3ckpt import CheckpointNotFound, S3CkptError
 from s3ckpt import dcp as s3dcp
+from s3ckpt.s3 import S3Settings, quiet_transport_logs
 
 
 def build(width: int, seed: int) -> tuple[nn.Module, torch.optim.Optimizer]:
@@ -107,7 +107,14 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
-    dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=60))
+    quiet_transport_logs()
+    try:  # bad S3CKPT_* timeout values: one line, before any rank waits for another
+        timeout = s3dcp.collective_timeout(S3Settings())
+    except S3CkptError as e:
+        print(f"train_dcp: error: {e}", file=sys.stderr)
+        return 2
+    # longer than the slowest S3 call can take to fail: a rank stuck on the network reports its own error
+    dist.init_process_group("gloo", timeout=timeout)
     completed = False
     try:
         train(a)

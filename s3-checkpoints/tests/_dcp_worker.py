@@ -16,7 +16,6 @@ that rank stops at that event until the parent kills it, so a kill lands exactly
 
 from __future__ import annotations
 
-import datetime
 import json
 import os
 import sys
@@ -29,7 +28,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
-from s3ckpt import CheckpointNotFound, S3Settings
+from s3ckpt import CheckpointNotFound, S3CkptError, S3Settings
 from s3ckpt import dcp as s3dcp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
@@ -95,8 +94,13 @@ def settings() -> S3Settings:
 def main() -> None:
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
-    dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=60))
-    run_mode(sys.argv[1], sys.argv[2])
+    dist.init_process_group("gloo", timeout=s3dcp.collective_timeout(settings()))
+    try:
+        run_mode(sys.argv[1], sys.argv[2])
+    except S3CkptError as e:  # as the demo job does: one line per rank, no traceback
+        print(f"rank {dist.get_rank()}: error: {e}", file=sys.stderr, flush=True)
+        train_dcp.leave(completed=False)
+        sys.exit(2)
     train_dcp.leave(completed=True)  # as the demo job ends
 
 

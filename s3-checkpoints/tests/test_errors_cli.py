@@ -92,3 +92,14 @@ def test_cli_end_to_end(minio, bucket, tmp_path: Path) -> None:
     r = _run(CLI + ["prune", "--keep-last", "1"], env)
     assert r.returncode == 0 and "[10]" in r.stdout
     assert st.committed_steps() == [20, 30]
+
+
+def test_trainer_never_starts_over_while_a_committed_step_exists(minio, bucket) -> None:
+    st = CheckpointStore(settings=minio.settings(bucket), run="digits")
+    st.save(10, {"model": {"w": torch.ones(3)}})
+    key = next(o["key"] for o in st.manifest(10)["objects"] if o["name"] == "model")
+    st.client.put_object(Bucket=bucket, Key=key, Body=b"damaged")
+    r = _run(TRAIN + ["--steps", "2", "--no-progress"], minio.env(bucket))
+    assert r.returncode == 2 and "Traceback" not in r.stderr, (r.stdout, r.stderr)
+    assert "from scratch" not in r.stdout
+    assert "not starting over" in r.stderr.strip().splitlines()[-1]

@@ -8,7 +8,7 @@ import hashlib
 import pytest
 import torch
 
-from s3ckpt import CheckpointNotFound, CheckpointStore, IntegrityError
+from s3ckpt import CheckpointNotFound, CheckpointStore, IntegrityError, NoVerifiedCheckpoint
 
 
 def _two_steps(store: CheckpointStore) -> tuple[dict, dict]:
@@ -80,7 +80,9 @@ def test_nothing_verifies_is_a_clear_error(store: CheckpointStore) -> None:
     for s in (1, 2):
         key = _model_key(store, s)
         store.client.put_object(Bucket=store.bucket, Key=key, Body=b"x")
-    with pytest.warns(UserWarning), pytest.raises(CheckpointNotFound, match="no checkpoint of run"):
+    # not CheckpointNotFound: that would tell a trainer to start over while committed steps exist
+    with pytest.warns(UserWarning), pytest.raises(NoVerifiedCheckpoint, match="no checkpoint of run .* not "
+                                                                              "starting over"):
         store.load("latest")
 
 

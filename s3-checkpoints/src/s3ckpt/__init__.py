@@ -12,6 +12,8 @@ from s3ckpt.errors import (
     CredentialsError,
     EndpointUnreachable,
     IntegrityError,
+    NetworkError,
+    NoVerifiedCheckpoint,
     S3CkptError,
     WriteConflict,
 )
@@ -37,6 +39,8 @@ __all__ = [
     "EndpointUnreachable",
     "IntegrityError",
     "LoadedCheckpoint",
+    "NetworkError",
+    "NoVerifiedCheckpoint",
     "S3CkptError",
     "S3Settings",
     "WriteConflict",

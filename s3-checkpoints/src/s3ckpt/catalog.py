@@ -22,7 +22,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from s3ckpt.errors import CheckpointNotFound, IntegrityError, S3CkptError, WriteConflict
+from s3ckpt.errors import (
+    CheckpointNotFound,
+    IntegrityError,
+    NetworkError,
+    NoVerifiedCheckpoint,
+    S3CkptError,
+    WriteConflict,
+)
 from s3ckpt.s3 import S3Settings, check_bucket, make_client, s3_call
 from s3ckpt.streams import S3Reader, b64sha256
 
@@ -97,13 +104,15 @@ class Catalog:
         return s3_call(self.settings, what, fn, **kw)
 
     def list_keys(self, prefix: str) -> Iterator[dict[str, Any]]:
-        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
-        it = iter(pages)
+        """Every object under ``prefix``, page by page; each page request is retried on its own (a
+        paginator that raised once is finished: retrying it would end the listing early, silently)."""
+        kw: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix}
         while True:
-            page = self.call(f"listing {prefix}", lambda: next(it, None))
-            if page is None:
-                return
+            page = self.call(f"listing {prefix}", lambda kw=dict(kw): self.client.list_objects_v2(**kw))
             yield from page.get("Contents", [])
+            if not page.get("IsTruncated"):
+                return
+            kw["ContinuationToken"] = page["NextContinuationToken"]
 
     def put_json(self, key: str, doc: Any, name: str) -> dict[str, Any]:
         """A small JSON object, with its SHA-256 checked by the server; returns its manifest entry."""
@@ -116,16 +125,23 @@ class Catalog:
 
     def delete_keys(self, keys: list[str]) -> None:
         """Delete every version of the given keys (the bucket is versioned: a plain delete frees nothing).
-        Best effort: used for clean-up, where a failure must not hide the error that caused it."""
+        Best effort: used for clean-up, where a failure must not hide the error that caused it; once the
+        network fails the rest is left to :func:`~s3ckpt.maintenance.recover` (no retry storm)."""
         for key in keys:
             try:
-                vs = self.client.list_object_versions(Bucket=self.bucket, Prefix=key)
+                vs = self.call(f"listing the versions of {key}", lambda key=key: (
+                    self.client.list_object_versions(Bucket=self.bucket, Prefix=key)))
                 ids = [{"Key": v["Key"], "VersionId": v["VersionId"]}
                        for v in vs.get("Versions", []) + vs.get("DeleteMarkers", []) if v["Key"] == key]
                 if ids:
-                    self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": ids, "Quiet": True})
+                    self.call(f"deleting {key}", lambda ids=ids: self.client.delete_objects(
+                        Bucket=self.bucket, Delete={"Objects": ids, "Quiet": True}))
                 else:
-                    self.client.delete_object(Bucket=self.bucket, Key=key)
+                    self.call(f"deleting {key}", lambda key=key: self.client.delete_object(
+                        Bucket=self.bucket, Key=key))
+            except NetworkError as e:
+                log.warning("left %d object(s) for `recover` to delete: %s", len(keys) - keys.index(key), e)
+                return
             except Exception as e:  # noqa: BLE001 - best effort cleanup
                 log.warning("could not delete %s: %s", key, e)
 
@@ -141,16 +157,58 @@ class Catalog:
     def commit(self, manifest: dict[str, Any]) -> CheckpointInfo:
         """Write the manifest of a step whose objects are all complete: the one moment a step comes into
         existence. ``If-None-Match: *`` makes exactly one of two racing writers win; the loser gets
-        :class:`WriteConflict`. Then check what the server holds (sizes, stored checksums)."""
-        step = int(manifest["step"])
+        :class:`WriteConflict`. Then check what the server holds (sizes, stored checksums).
+
+        Idempotent: the PUT is retried after a network failure, and a 412 (or a failure whose outcome is
+        unknown) is settled by reading the stored manifest back: if it carries this save's attempt id, an
+        earlier try of ours succeeded and its answer was lost."""
+        step, attempt = int(manifest["step"]), str(manifest["attempt"])
+        key = self.step_prefix(step) + MANIFEST
         body = json.dumps(manifest, indent=1, sort_keys=True).encode()
-        conflict = WriteConflict(f"step {step} of run {self.run!r} was already committed by another writer; "
-                                 f"this save (attempt {manifest['attempt']}) was discarded")
-        self.call("writing the manifest", lambda: self.client.put_object(
-            Bucket=self.bucket, Key=self.step_prefix(step) + MANIFEST, Body=body, IfNoneMatch="*",
-            ChecksumSHA256=b64sha256(body), ContentType="application/json"), conflict=conflict)
+        taken = WriteConflict(f"step {step} of run {self.run!r} was already committed by another writer; "
+                              f"this save (attempt {attempt}) was discarded")
+        try:
+            self.call(f"writing {key}", lambda: self.client.put_object(
+                Bucket=self.bucket, Key=key, Body=body, IfNoneMatch="*", ChecksumSHA256=b64sha256(body),
+                ContentType="application/json"), conflict=taken)
+        except (WriteConflict, NetworkError):
+            stored = self.stored_attempt(step)
+            if stored is None:
+                raise  # the network failed before the manifest landed: not committed
+            if stored != attempt:
+                raise taken from None
+            log.info("step %s: the manifest was written by an earlier try (its answer was lost)", step)
         self.emit("manifest_written", step=step)
-        return self.verify(step, deep=False, manifest=manifest)
+        try:
+            return self.verify(step, deep=False, manifest=manifest)
+        except NetworkError as e:  # committed: every object's own upload was checked by the server already
+            log.warning("step %s committed, but its objects could not be re-checked: %s", step, e)
+            return self.info(manifest)
+
+    def stored_attempt(self, step: int) -> str | None:
+        """The attempt id in ``step``'s stored manifest, None if it has none (not committed)."""
+        try:
+            return str(self.manifest(step).get("attempt"))
+        except CheckpointNotFound:
+            return None
+
+    def discard_attempt(self, step: int, attempt: str, keys: list[str], *, maybe_committed: bool) -> None:
+        """After a failed save: delete this attempt's objects, never while a committed manifest lists them.
+
+        Before the commit began no manifest can name them (their names carry the attempt id). After it,
+        the stored manifest decides; if it cannot be read, they are kept (`recover` deletes them later if
+        they turn out to be orphans)."""
+        if maybe_committed:
+            try:
+                stored = self.stored_attempt(step)
+            except S3CkptError as e:
+                log.warning("step %s: cannot tell whether attempt %s was committed (%s); its objects "
+                            "are kept", step, attempt, e)
+                return
+            if stored == attempt:
+                log.warning("step %s: attempt %s is committed; its objects are kept", step, attempt)
+                return
+        self.delete_keys(keys)
 
     # ------------------------------------------------------------------ listing
     def committed_steps(self) -> list[int]:
@@ -220,13 +278,13 @@ class Catalog:
                                      f"manifest's (object replaced or corrupt)")
             if deep:
                 with self.reader(o) as r:
-                    self.call(f"reading {o['key']}", r.verify)
+                    self.call(f"reading {o['key']}", r.verify, retry=False)
         return self.info(man)
 
     def reader(self, o: dict[str, Any]) -> S3Reader:
         """A verifying reader for one manifest entry (per-part SHA-256 when the manifest has them)."""
         return S3Reader(self.client, self.bucket, o["key"], int(o["size"]), o.get("sha256"),
-                        part_size=o.get("part_size"), part_sha256=o.get("part_sha256"))
+                        part_size=o.get("part_size"), part_sha256=o.get("part_sha256"), call=self.call)
 
     def verified_steps(self, deep: bool = False) -> list[int]:
         out = []
@@ -241,11 +299,19 @@ class Catalog:
     def newest(self, attempt: Callable[[int], T | None], below: int | None = None) -> T:
         """The verified fallback, once for every loader: ``attempt(step)`` on committed steps, newest
         first (older than ``below``); a step that raises :class:`IntegrityError` is skipped with a warning
-        naming it, one for which ``attempt`` returns None is skipped silently (another kind)."""
-        steps = [s for s in self.committed_steps() if below is None or s < below]
-        if not steps:
+        naming it, one for which ``attempt`` returns None is skipped silently (another kind).
+
+        A network failure is not a reason to skip a step: it propagates. Committed steps that all fail
+        raise :class:`NoVerifiedCheckpoint`, never :class:`CheckpointNotFound` (which means "start over")."""
+        committed = self.committed_steps()
+        steps = [s for s in committed if below is None or s < below]
+        if not committed:
             raise CheckpointNotFound(f"no committed checkpoint for run {self.run!r} under "
                                      f"s3://{self.bucket}/{self.run_prefix}")
+        if not steps:  # the newer ones failed to load: nothing to start over from, it is damage
+            raise NoVerifiedCheckpoint(f"no checkpoint of run {self.run!r} older than step {below} is left "
+                                       f"to fall back to; not starting over: inspect them with "
+                                       f"`s3ckpt verify --run {self.run}`")
         errors = []
         for s in reversed(steps):
             try:
@@ -257,8 +323,12 @@ class Catalog:
             if got is not None:
                 return got
             errors.append(f"step {s} is another kind of checkpoint")
-        raise CheckpointNotFound(f"no checkpoint of run {self.run!r} verifies ({len(steps)} committed, all "
-                                 f"failed: {errors[0]})")
+        if all(e.endswith("another kind of checkpoint") for e in errors):
+            raise CheckpointNotFound(f"no checkpoint of this kind for run {self.run!r} under "
+                                     f"s3://{self.bucket}/{self.run_prefix} ({len(steps)} of another kind)")
+        raise NoVerifiedCheckpoint(f"no checkpoint of run {self.run!r} verifies ({len(steps)} committed, all "
+                                   f"failed: {errors[0]}); not starting over: inspect them with "
+                                   f"`s3ckpt verify --run {self.run}`")
 
     def latest_verified(self, kind: str, below: int | None = None) -> int:
         """Newest step of ``kind`` whose objects pass the quick check (size + server checksum)."""

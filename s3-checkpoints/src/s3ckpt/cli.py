@@ -12,7 +12,7 @@ import logging
 import sys
 
 from s3ckpt.errors import IntegrityError, S3CkptError
-from s3ckpt.s3 import S3Settings, ensure_bucket, make_client
+from s3ckpt.s3 import add_network_flags, ensure_bucket, make_client, quiet_transport_logs, settings_from_args
 from s3ckpt.store import CheckpointStore
 
 
@@ -25,7 +25,7 @@ def _human(n: float) -> str:
 
 
 def _store(a: argparse.Namespace) -> CheckpointStore:
-    s = S3Settings().with_overrides(endpoint=a.endpoint, bucket=a.bucket, prefix=a.prefix)
+    s = settings_from_args(a, endpoint=a.endpoint, bucket=a.bucket, prefix=a.prefix)
     return CheckpointStore(settings=s, run=a.run)
 
 
@@ -89,20 +89,15 @@ def cmd_prune(a: argparse.Namespace) -> int:
 
 def cmd_download(a: argparse.Namespace) -> int:
     st = _store(a)
-    if a.step == "latest":
-        steps = st.verified_steps()
-        if not steps:
-            raise S3CkptError(f"no verified checkpoint under s3://{st.bucket}/{st.run_prefix}")
-        step = steps[-1]
-    else:
-        step = int(a.step)
+    # the same "latest" as load("latest"): the newest single-process step that verifies
+    step = st.latest_verified(kind="torch") if a.step == "latest" else int(a.step)
     for p in st.download(step, a.dest):
         print(p)
     return 0
 
 
 def cmd_init(a: argparse.Namespace) -> int:
-    s = S3Settings().with_overrides(endpoint=a.endpoint, bucket=a.bucket, prefix=a.prefix)
+    s = settings_from_args(a, endpoint=a.endpoint, bucket=a.bucket, prefix=a.prefix)
     ensure_bucket(make_client(s), s, versioning=True)
     print(f"bucket {s.bucket!r} ready at {s.endpoint} (versioning enabled)")
     return 0
@@ -121,7 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--bucket", help="bucket (env S3CKPT_BUCKET, default checkpoints)")
     common.add_argument("--prefix", help="key prefix (env S3CKPT_PREFIX, default ckpt)")
     common.add_argument("--run", default="digits", help="run name (default digits)")
-    common.add_argument("-v", "--verbose", action="store_true", help="log S3 activity")
+    common.add_argument("-v", "--verbose", action="store_true", help="log what s3ckpt does")
+    add_network_flags(common)
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
     q = sub.add_parser("list", parents=[common], help="list committed checkpoints of a run")
     q.add_argument("--verify", action="store_true", help="also check each one (size + server checksum)")
@@ -150,8 +146,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if a.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if a.verbose:  # ours only: the HTTP stack's INFO/DEBUG lines are noise to a user
+        logging.getLogger("s3ckpt").setLevel(logging.INFO)
+    quiet_transport_logs()
     try:
         return int(a.fn(a))
     except S3CkptError as e:

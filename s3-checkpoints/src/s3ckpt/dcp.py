@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import datetime
 import io
 import re
 import uuid
@@ -48,7 +49,7 @@ from torch.futures import Future
 from s3ckpt import maintenance
 from s3ckpt.catalog import Catalog, EventHook, warn_fallback
 from s3ckpt.errors import IntegrityError, S3CkptError
-from s3ckpt.s3 import S3Settings
+from s3ckpt.s3 import S3Settings, max_call_seconds
 from s3ckpt.store import writer_entry
 from s3ckpt.streams import MiB, S3Writer
 
@@ -222,11 +223,12 @@ class S3StorageWriter(_ByStep, StorageWriter):
                                              world_size=len(results), dcp_metadata=encode_metadata(metadata))
         try:
             self.catalog.commit(manifest)
-        except BaseException:
-            self.catalog.delete_keys([e["key"] for e in objects])  # this attempt's objects only
+        except BaseException:  # this attempt's objects only, and never once its manifest is stored
+            self.catalog.discard_attempt(self.step, self._attempt, [e["key"] for e in objects],
+                                         maybe_committed=True)
             raise
         if self.keep_last is not None:
-            maintenance.prune(self.catalog, self.keep_last)
+            maintenance.prune_after_commit(self.catalog, self.keep_last)
 
     # -- helpers ----------------------------------------------------------------------------------------
     def _where(self) -> str:
@@ -236,10 +238,11 @@ class S3StorageWriter(_ByStep, StorageWriter):
         """Stream this rank's items, one after the other, into one multipart object."""
         cat = self.catalog
         key = cat.step_prefix(self.step or 0) + name
-        w = S3Writer(cat.client, cat.bucket, key, part_size=self.part_size, max_inflight=self.max_inflight,
-                     on_part=lambda n, sz: cat.emit("part_uploaded", rank=rank, key=key, part=n, size=sz))
         spans = []
-        try:
+        with S3Writer(cat.client, cat.bucket, key, part_size=self.part_size, max_inflight=self.max_inflight,
+                      call=cat.call,
+                      on_part=lambda n, sz: cat.emit("part_uploaded", rank=rank, key=key, part=n,
+                                                     size=sz)) as w:
             for item in plan.items:
                 data = planner.resolve_data(item)
                 offset = w.tell()
@@ -248,10 +251,6 @@ class S3StorageWriter(_ByStep, StorageWriter):
                 else:
                     torch.save(_cpu_tensor(data), w)
                 spans.append((item, offset, w.tell() - offset))
-        except BaseException:
-            w.abort()
-            raise
-        cat.call(f"uploading {key}", w.close)
         cat.emit("rank_object_written", rank=rank, key=key, size=w.size)
         entry = writer_entry(name, w, KIND)
         return [WriteResult(index=item.index, size_in_bytes=length,
@@ -310,7 +309,8 @@ class S3StorageReader(_ByStep, StorageReader):
                 for req in reqs:
                     chunk = self._storage[req.storage_index]
                     data = self.catalog.call(f"reading {name}",
-                                             lambda c=chunk, r=r: r.read_verified(c.offset, c.length))
+                                             lambda c=chunk, r=r: r.read_verified(c.offset, c.length),
+                                             retry=False)
                     self._deliver(req, planner, io.BytesIO(data))
         fut: Future[None] = Future()
         fut.set_result(None)
@@ -360,6 +360,16 @@ def _unwrap(e: CheckpointException) -> BaseException:
     """DCP wraps every rank's failure; when they are ours, give the user our one-line error instead."""
     ours = [exc for exc, _tb in e.failures.values() if isinstance(exc, S3CkptError)]
     return ours[0] if ours else e
+
+
+def collective_timeout(settings: S3Settings | None = None,
+                       transfer_seconds: float = 120.0) -> datetime.timedelta:
+    """The process group's timeout for a job that checkpoints with s3ckpt.dcp (``init_process_group(...,
+    timeout=collective_timeout())``): longer than the slowest failing S3 call (``max_call_seconds``) plus
+    ``transfer_seconds`` of healthy transfer by one rank between two collectives (raise it for checkpoints
+    of many GB). So a rank stuck on the network fails its S3 call first, and DCP hands that one-line error
+    to every rank, instead of a peer's collective timing out with a gloo traceback."""
+    return datetime.timedelta(seconds=max_call_seconds(settings or S3Settings()) + transfer_seconds)
 
 
 # -- the two calls most users need ----------------------------------------------------------------------

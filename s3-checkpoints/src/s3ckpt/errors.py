@@ -12,7 +12,15 @@ class S3CkptError(Exception):
     """Base class: a problem the user can act on; its message is a single line."""
 
 
-class EndpointUnreachable(S3CkptError):
+class NetworkError(S3CkptError):
+    """The network failed during an S3 operation (reset, timeout, cut response) even after the retries.
+
+    Nothing is concluded about the checkpoint: a step being saved is kept as it is (committed or not, never
+    half-deleted), a step being read is not called corrupt. Retrying later is the remedy.
+    """
+
+
+class EndpointUnreachable(NetworkError):
     """The S3 endpoint did not answer (connection refused / timed out) even after retries."""
 
 
@@ -34,6 +42,10 @@ class CheckpointNotFound(S3CkptError):
 
 class IntegrityError(S3CkptError):
     """A checkpoint object does not match its manifest (size or SHA-256): corrupt or truncated."""
+
+
+class NoVerifiedCheckpoint(IntegrityError):
+    """Committed steps exist but none verifies: never a reason to start training from scratch."""
 
 
 class WriteConflict(S3CkptError):

@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from typing import Any
+
+from botocore.exceptions import ClientError
 
 from s3ckpt.catalog import MANIFEST, STEP_RE, Catalog
-from s3ckpt.errors import CheckpointNotFound, IntegrityError, S3CkptError
+from s3ckpt.errors import CheckpointNotFound, IntegrityError, NetworkError, S3CkptError
+from s3ckpt.s3 import error_code
 
 log = logging.getLogger("s3ckpt")
 
@@ -54,6 +58,16 @@ def prune(cat: Catalog, keep_last: int, *, deep: bool = False) -> list[int]:
     return doomed
 
 
+def prune_after_commit(cat: Catalog, keep_last: int) -> list[int]:
+    """``prune`` right after a save committed: the save succeeded, so a network failure here only
+    postpones the clean-up to the next save (a warning), it does not fail the save."""
+    try:
+        return prune(cat, keep_last)
+    except NetworkError as e:
+        log.warning("pruning old steps of run %s postponed to the next save: %s", cat.run, e)
+        return []
+
+
 def abort_stale_uploads(cat: Catalog, older_than: float = 0.0) -> int:
     """Abort unfinished multipart uploads under this run started more than ``older_than`` s ago.
 
@@ -61,14 +75,24 @@ def abort_stale_uploads(cat: Catalog, older_than: float = 0.0) -> int:
     honours a ``Prefix`` that is a complete object key, so a folder prefix would find nothing.
     """
     now = dt.datetime.now(dt.timezone.utc)
-    pages = iter(cat.client.get_paginator("list_multipart_uploads").paginate(Bucket=cat.bucket))
     n = 0
-    while (page := cat.call("listing multipart uploads", lambda: next(pages, None))) is not None:
+    kw: dict[str, Any] = {"Bucket": cat.bucket}
+    while True:  # page by page, each request retried on its own (see Catalog.list_keys)
+        page = cat.call("listing multipart uploads",
+                        lambda kw=dict(kw): cat.client.list_multipart_uploads(**kw))
         for u in page.get("Uploads", []):
             if u["Key"].startswith(cat.run_prefix) and (now - u["Initiated"]).total_seconds() >= older_than:
-                cat.call(f"aborting the upload of {u['Key']}", lambda u=u: cat.client.abort_multipart_upload(
-                    Bucket=cat.bucket, Key=u["Key"], UploadId=u["UploadId"]))
+                upload = {"Bucket": cat.bucket, "Key": u["Key"], "UploadId": u["UploadId"]}
+                try:
+                    cat.call(f"aborting the upload of {u['Key']}",
+                             lambda upload=upload: cat.client.abort_multipart_upload(**upload))
+                except ClientError as e:  # a retry whose first try's answer was lost: already gone
+                    if error_code(e) != "NoSuchUpload":
+                        raise
                 n += 1
+        if not page.get("IsTruncated"):
+            break
+        kw.update(KeyMarker=page.get("NextKeyMarker", ""), UploadIdMarker=page.get("NextUploadIdMarker", ""))
     if n:
         log.info("aborted %d stale multipart upload(s) of run %s", n, cat.run)
     return n

@@ -19,6 +19,7 @@ import os
 import re
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, is_dataclass
 from typing import Any
@@ -78,8 +79,11 @@ def writer_entry(name: str, w: S3Writer, fmt: str) -> dict[str, Any]:
     return entry
 
 
-class CheckpointStore(Catalog):
+class CheckpointStore:
     """Save / load / list / verify checkpoints of one training run in an S3 bucket (one process).
+
+    It holds a :class:`~s3ckpt.catalog.Catalog` (``self.catalog``: naming, listing, verification, the commit),
+    as the DCP writer and reader do, and offers the catalog's read-only queries for convenience.
 
     Args (besides :class:`~s3ckpt.catalog.Catalog`'s bucket, prefix, run, settings, client, on_event):
         part_size, max_inflight: multipart geometry; extra RAM while saving is at most
@@ -93,12 +97,68 @@ class CheckpointStore(Catalog):
                  settings: S3Settings | None = None, client: Any = None, part_size: int = 8 * MiB,
                  max_inflight: int = 5, stale_after: float = 3600.0, on_event: EventHook | None = None,
                  whole_object_sha256: bool = False, check: bool = True) -> None:
-        super().__init__(bucket, prefix, run, settings=settings, client=client,
-                         max_pool=max(16, 2 * max_inflight + 4), check=check, on_event=on_event)
+        self.catalog = Catalog(bucket, prefix, run, settings=settings, client=client,
+                               max_pool=max(16, 2 * max_inflight + 4), check=check, on_event=on_event)
         self.part_size, self.max_inflight, self.stale_after = part_size, max_inflight, stale_after
         self.whole_object_sha256 = whole_object_sha256
         self._async: ThreadPoolExecutor | None = None
         self._pending: Future[CheckpointInfo] | None = None
+
+    # ------------------------------------------------------------------ the catalog's naming and queries
+    @property
+    def settings(self) -> S3Settings:
+        return self.catalog.settings
+
+    @property
+    def client(self) -> Any:
+        return self.catalog.client
+
+    @property
+    def bucket(self) -> str:
+        return self.catalog.bucket
+
+    @property
+    def run(self) -> str:
+        return self.catalog.run
+
+    @property
+    def run_prefix(self) -> str:
+        return self.catalog.run_prefix
+
+    @property
+    def on_event(self) -> EventHook | None:
+        return self.catalog.on_event
+
+    @on_event.setter
+    def on_event(self, hook: EventHook | None) -> None:
+        self.catalog.on_event = hook
+
+    def step_prefix(self, step: int) -> str:
+        return self.catalog.step_prefix(step)
+
+    def committed_steps(self) -> list[int]:
+        return self.catalog.committed_steps()
+
+    def manifest(self, step: int) -> dict[str, Any]:
+        return self.catalog.manifest(step)
+
+    def list(self) -> list[CheckpointInfo]:
+        return self.catalog.list()
+
+    def verify(self, step: int, *, deep: bool = True) -> CheckpointInfo:
+        return self.catalog.verify(step, deep=deep)
+
+    def verified_steps(self, deep: bool = False) -> list[int]:
+        return self.catalog.verified_steps(deep)
+
+    def latest_verified(self, kind: str = "torch") -> int:
+        return self.catalog.latest_verified(kind)
+
+    def list_keys(self, prefix: str) -> Iterator[dict[str, Any]]:
+        return self.catalog.list_keys(prefix)
+
+    def delete_keys(self, keys: list[str]) -> None:
+        self.catalog.delete_keys(keys)
 
     # ------------------------------------------------------------------ save
     def save(self, step: int, state: dict[str, Any], metadata: dict[str, Any] | None = None, *,
@@ -158,38 +218,43 @@ class CheckpointStore(Catalog):
         meta.setdefault("step", int(step))
         objects: list[dict[str, Any]] = []
         written: list[str] = []
+        committing = False
         t0 = time.perf_counter()
-        self.emit("save_started", step=step, attempt=attempt)
+        self.catalog.emit("save_started", step=step, attempt=attempt)
         try:
             for name, obj in state.items():
                 key = f"{sp}{name}.{attempt}.pt"
                 written.append(key)
-                w = S3Writer(self.client, self.bucket, key, part_size=self.part_size,
-                             max_inflight=self.max_inflight, whole_sha256=self.whole_object_sha256,
-                             on_part=lambda n, sz, k=key: self.emit("part_uploaded", key=k, part=n, size=sz))
-                try:
+                with self.writer(key) as w:
                     torch.save(obj, w)
-                except BaseException:
-                    w.abort()
-                    raise
-                self.call(f"uploading {key}", w.close)
                 objects.append(writer_entry(name, w, "torch"))
-                self.emit("object_written", key=key, size=w.size)
+                self.catalog.emit("object_written", key=key, size=w.size)
             json_objs = {f"meta.{attempt}.json": meta}
             if "hparams" in meta:
                 json_objs[f"hparams.{attempt}.json"] = meta["hparams"]
             for fname, doc in json_objs.items():
                 written.append(sp + fname)
-                objects.append(self.put_json(sp + fname, doc, name=fname.split(".")[0]))
-            self.emit("objects_done", step=step, keys=list(written))
-            info = self.commit(self.new_manifest(step, "torch", attempt, objects, metadata=meta))
+                objects.append(self.catalog.put_json(sp + fname, doc, name=fname.split(".")[0]))
+            self.catalog.emit("objects_done", step=step, keys=list(written))
+            committing = True
+            man = self.catalog.new_manifest(step, "torch", attempt, objects, metadata=meta)
+            info = self.catalog.commit(man)
         except BaseException:
-            self.delete_keys(written)  # only our own attempt's objects: never someone else's data
+            # only our own attempt's objects (never someone else's data), and never once committed
+            self.catalog.discard_attempt(step, attempt, written, maybe_committed=committing)
             raise
-        self.emit("saved", step=step, seconds=time.perf_counter() - t0)
+        self.catalog.emit("saved", step=step, seconds=time.perf_counter() - t0)
         if keep_last is not None:
-            self.prune(keep_last=keep_last)
+            maintenance.prune_after_commit(self.catalog, keep_last)
         return info
+
+    def writer(self, key: str, on_part: Callable[[int, int], None] | None = None) -> S3Writer:
+        """A streaming writer into ``key`` with this store's geometry; every request through :meth:`call`."""
+        emit = self.catalog.emit
+        return S3Writer(self.client, self.bucket, key, part_size=self.part_size,
+                        max_inflight=self.max_inflight, whole_sha256=self.whole_object_sha256,
+                        call=self.catalog.call,
+                        on_part=on_part or (lambda n, sz: emit("part_uploaded", key=key, part=n, size=sz)))
 
     # ------------------------------------------------------------------ load
     def load(self, step: int | str = "latest", *, map_location: Any = "cpu",
@@ -202,7 +267,7 @@ class CheckpointStore(Catalog):
         """
         if step != "latest":
             return self._load_step(int(step), map_location, parts, weights_only)
-        return self.newest(lambda s: self._load_step(s, map_location, parts, weights_only))
+        return self.catalog.newest(lambda s: self._load_step(s, map_location, parts, weights_only))
 
     def _load_step(self, step: int, map_location: Any, parts: list[str] | None,
                    weights_only: bool) -> LoadedCheckpoint:
@@ -212,22 +277,23 @@ class CheckpointStore(Catalog):
         if man["kind"] != "torch":
             raise S3CkptError(f"step {step} of run {self.run!r} is a {man['kind']!r} checkpoint: load it "
                               f"with s3ckpt.dcp.load (every rank), not CheckpointStore.load")
-        self.verify(step, deep=False, manifest=man)  # cheap: sizes + server checksums, before reading GBs
+        # cheap: sizes + server checksums, before reading GBs
+        self.catalog.verify(step, deep=False, manifest=man)
         state: dict[str, Any] = {}
         for o in man["objects"]:
             if o["format"] != "torch" or (parts is not None and o["name"] not in parts):
                 continue
-            with self.reader(o) as r:
+            with self.catalog.reader(o) as r:
                 try:
-                    obj = self.call(f"reading {o['key']}", lambda r=r: torch.load(
-                        r, map_location=map_location, weights_only=weights_only))
+                    obj = self.catalog.call(f"reading {o['key']}", lambda r=r: torch.load(
+                        r, map_location=map_location, weights_only=weights_only), retry=False)
                 except (RuntimeError, EOFError, ValueError) as e:  # garbled zip/pickle: integrity, not a bug
                     if "weights_only" in str(e) or "Unsupported global" in str(e):
                         raise
                     raise IntegrityError(f"step {step}: {o['key']} cannot be deserialised ({e})") from None
-                self.call(f"verifying {o['key']}", r.verify)
+                self.catalog.call(f"verifying {o['key']}", r.verify, retry=False)
             state[o["name"]] = obj
-            self.emit("object_loaded", key=o["key"], size=o["size"])
+            self.catalog.emit("object_loaded", key=o["key"], size=o["size"])
         return LoadedCheckpoint(step=step, state=state, metadata=man.get("metadata", {}), manifest=man)
 
     def download(self, step: int, dest: str) -> list[str]:
@@ -238,29 +304,29 @@ class CheckpointStore(Catalog):
         paths = []
         for o in man["objects"]:
             path = os.path.join(dest, o["key"].rsplit("/", 1)[1])
-            with self.reader(o) as r, open(path, "wb") as f:
+            with self.catalog.reader(o) as r, open(path, "wb") as f:
                 def copy(r=r, f=f) -> None:
                     buf = bytearray(self.part_size)
                     while n := r.readinto(buf):
                         f.write(memoryview(buf)[:n])
                     r.verify()
-                self.call(f"downloading {o['key']}", copy)
+                self.catalog.call(f"downloading {o['key']}", copy, retry=False)
             paths.append(path)
         mkey = self.step_prefix(step) + MANIFEST
         path = os.path.join(dest, MANIFEST)
-        self.call(f"downloading {mkey}", lambda: self.client.download_file(self.bucket, mkey, path))
+        self.catalog.call(f"downloading {mkey}", lambda: self.client.download_file(self.bucket, mkey, path))
         paths.append(path)
         return paths
 
     # ------------------------------------------------------------------ maintenance (see s3ckpt.maintenance)
     def delete(self, step: int) -> int:
-        return maintenance.delete(self, step)
+        return maintenance.delete(self.catalog, step)
 
     def prune(self, keep_last: int, *, deep: bool = False) -> list[int]:
-        return maintenance.prune(self, keep_last, deep=deep)
+        return maintenance.prune(self.catalog, keep_last, deep=deep)
 
     def abort_stale_uploads(self, older_than: float = 0.0) -> int:
-        return maintenance.abort_stale_uploads(self, older_than)
+        return maintenance.abort_stale_uploads(self.catalog, older_than)
 
     def recover(self) -> dict[str, int]:
-        return maintenance.recover(self)
+        return maintenance.recover(self.catalog)

@@ -26,13 +26,25 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-from botocore.exceptions import ResponseStreamingError
-from urllib3.exceptions import ProtocolError
+from botocore.exceptions import ClientError
 
-from s3ckpt.errors import IntegrityError
+from s3ckpt.errors import IntegrityError, NetworkError, S3CkptError
 
-# A GET whose body stops short: MinIO aborts the stream when its bitrot check fails on a damaged drive.
-STREAM_ERRORS = (ResponseStreamingError, http.client.IncompleteRead, ProtocolError)
+# How the streams run each S3 request: ``call(what, fn, retry=True)`` (``Catalog.call``: retries and the
+# one-line errors of s3ckpt.s3.s3_call). The default just calls, for use without a catalog.
+Caller = Callable[..., Any]
+
+
+def direct_call(what: str, fn: Callable[[], Any], retry: bool = True) -> Any:
+    return fn()
+
+
+class CutShort(ConnectionError):
+    """A response body ended before its Content-Length: the connection broke (or the server aborted)."""
+
+    def __init__(self, at: int) -> None:
+        super().__init__(f"response body ended at byte {at}")
+        self.at = at
 
 MiB = 1024 * 1024
 MIN_PART = 5 * MiB  # S3's minimum part size (all but the last part)
@@ -45,15 +57,20 @@ def b64sha256(data: bytes | memoryview) -> str:
 class S3Writer(io.RawIOBase):
     """Write-only stream into one S3 object; multipart once the data exceeds one part.
 
-    Call :meth:`close` to commit (complete the upload) or :meth:`abort` to throw it away. After ``close``,
+    Call :meth:`close` to commit (complete the upload) or :meth:`abort` to throw it away; as a context
+    manager it commits when the block succeeds and aborts when it raises. Every request goes through
+    ``call`` (retries, one-line errors); a retried CompleteMultipartUpload that finds its upload already
+    completed checks the object (size, checksum) instead of failing. After ``close``,
     ``size``, ``part_sha256`` (hex digest of each part), ``s3_checksum`` (what S3 stores: base64 SHA-256,
     composite ``...-N`` for multipart) and ``sha256`` (whole object: always for a one-part object, for
     multipart only with ``whole_sha256=True``, else "") are set.
     """
 
     def __init__(self, client: Any, bucket: str, key: str, *, part_size: int = 8 * MiB, max_inflight: int = 4,
-                 on_part: Callable[[int, int], None] | None = None, whole_sha256: bool = False) -> None:
+                 on_part: Callable[[int, int], None] | None = None, whole_sha256: bool = False,
+                 call: Caller = direct_call) -> None:
         super().__init__()
+        self._call = call
         if part_size < MIN_PART:
             raise ValueError(f"part_size must be >= {MIN_PART} bytes (S3 minimum), got {part_size}")
         self.client, self.bucket, self.key = client, bucket, key
@@ -71,6 +88,7 @@ class S3Writer(io.RawIOBase):
         # The whole-object SHA-256 must see the parts in order: one thread does it, beside the uploads.
         self._hasher: ThreadPoolExecutor | None = None
         self._done = False
+        self._error: BaseException | None = None  # the first upload error, raised again by every write
         self.size = 0
         self.sha256 = ""
         self.part_sha256: list[str] = []
@@ -95,6 +113,18 @@ class S3Writer(io.RawIOBase):
             if f.done() and f.exception() is not None:
                 raise f.exception()  # type: ignore[misc]
 
+    def __enter__(self) -> S3Writer:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        if exc_type is None:
+            self.close()
+            return
+        self.abort()
+        if self._error is not None and exc is not self._error:
+            # torch.save's zip writer, failing to finish after our write raised, hides the real cause
+            raise self._error from None
+
     # -- io.RawIOBase protocol -------------------------------------------------------------------------
     def writable(self) -> bool:
         return True
@@ -104,6 +134,15 @@ class S3Writer(io.RawIOBase):
         return self._size
 
     def write(self, b: Any) -> int:  # type: ignore[override]
+        if self._error is not None:
+            raise self._error
+        try:
+            return self._write(b)
+        except BaseException as e:
+            self._error = e
+            raise
+
+    def _write(self, b: Any) -> int:
         mv = memoryview(b).cast("B")
         n = len(mv)
         self._size += n
@@ -123,8 +162,10 @@ class S3Writer(io.RawIOBase):
     # -- multipart machinery -----------------------------------------------------------------------------
     def _submit_part(self) -> None:
         if self._upload_id is None:
-            resp = self.client.create_multipart_upload(Bucket=self.bucket, Key=self.key,
-                                                       ChecksumAlgorithm="SHA256")
+            # a retry after a lost answer may leave one empty upload behind: abort_stale_uploads' job
+            resp = self._call(f"starting the upload of {self.key}",
+                              lambda: self.client.create_multipart_upload(Bucket=self.bucket, Key=self.key,
+                                                                          ChecksumAlgorithm="SHA256"))
             self._upload_id = resp["UploadId"]
             self._pool = ThreadPoolExecutor(self.max_inflight, thread_name_prefix="s3ckpt-part")
             if self._sha is not None:
@@ -144,9 +185,10 @@ class S3Writer(io.RawIOBase):
             body = memoryview(buf)[:fill]
             digest = hashlib.sha256(body).digest()
             ck = base64.b64encode(digest).decode()
-            resp = self.client.upload_part(Bucket=self.bucket, Key=self.key, UploadId=self._upload_id,
-                                           PartNumber=number, Body=bytes(body) if fill < len(buf) else buf,
-                                           ChecksumSHA256=ck)
+            data = bytes(body) if fill < len(buf) else buf
+            resp = self._call(f"uploading part {number} of {self.key}", lambda: self.client.upload_part(
+                Bucket=self.bucket, Key=self.key, UploadId=self._upload_id, PartNumber=number, Body=data,
+                ChecksumSHA256=ck))
             if self.on_part is not None:
                 self.on_part(number, fill)
             return {"PartNumber": number, "ETag": resp["ETag"], "ChecksumSHA256": ck, "_digest": digest}
@@ -165,7 +207,8 @@ class S3Writer(io.RawIOBase):
                 self._buf = bytearray()
                 digest = hashlib.sha256(data).digest()
                 ck = base64.b64encode(digest).decode()
-                self.client.put_object(Bucket=self.bucket, Key=self.key, Body=data, ChecksumSHA256=ck)
+                self._call(f"uploading {self.key}", lambda: self.client.put_object(
+                    Bucket=self.bucket, Key=self.key, Body=data, ChecksumSHA256=ck))
                 self.s3_checksum = ck
                 self._sha = hashlib.sha256(data)
                 self.part_sha256 = [digest.hex()]
@@ -177,10 +220,8 @@ class S3Writer(io.RawIOBase):
                 digests = [p.pop("_digest") for p in parts]
                 self.part_sha256 = [d.hex() for d in digests]
                 composite = hashlib.sha256(b"".join(digests)).digest()
-                self.client.complete_multipart_upload(
-                    Bucket=self.bucket, Key=self.key, UploadId=self._upload_id,
-                    MultipartUpload={"Parts": parts})
                 self.s3_checksum = f"{base64.b64encode(composite).decode()}-{len(parts)}"
+                self._complete(parts)
             self.size = self._size
             self.sha256 = self._sha.hexdigest() if self._sha is not None else ""
             self._done = True
@@ -190,6 +231,28 @@ class S3Writer(io.RawIOBase):
         finally:
             self._release()
             super().close()
+
+    def _complete(self, parts: list[dict[str, Any]]) -> None:
+        """CompleteMultipartUpload, retried; ``NoSuchUpload`` means an earlier attempt completed it (its
+        answer was lost) or someone aborted it: the object itself says which."""
+        try:
+            self._call(f"completing the upload of {self.key}", lambda: self.client.complete_multipart_upload(
+                Bucket=self.bucket, Key=self.key, UploadId=self._upload_id, MultipartUpload={"Parts": parts}))
+            return
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code") != "NoSuchUpload":
+                raise
+        try:
+            head = self._call(f"checking {self.key}", lambda: self.client.head_object(
+                Bucket=self.bucket, Key=self.key, ChecksumMode="ENABLED"))
+        except ClientError:
+            head = {}
+        if int(head.get("ContentLength", -1)) == self._size and \
+                head.get("ChecksumSHA256") == self.s3_checksum:
+            self._upload_id = None  # completed: nothing to abort
+            return
+        raise S3CkptError(f"the multipart upload of s3://{self.bucket}/{self.key} was aborted by someone "
+                          f"else (another process's recover?) before it completed; save again")
 
     def _release(self) -> None:
         if self._pool is not None:
@@ -210,8 +273,10 @@ class S3Writer(io.RawIOBase):
                 f.cancel()
         self._release()
         if self._upload_id is not None:
+            upload_id, self._upload_id = self._upload_id, None
             try:
-                self.client.abort_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=self._upload_id)
+                self._call(f"aborting the upload of {self.key}", lambda: self.client.abort_multipart_upload(
+                    Bucket=self.bucket, Key=self.key, UploadId=upload_id))
             except Exception:  # noqa: BLE001 - cleanup must not mask the original error
                 pass
         if not self.closed:
@@ -231,6 +296,13 @@ class S3Reader(io.RawIOBase):
     at the edges of a read are hashed in order by the reader. :meth:`verify` re-fetches the few parts not
     covered yet (typically the zip's central directory) and raises :class:`IntegrityError` on any mismatch.
     Without part digests it checks the whole-object SHA-256 the same way (one part = the object).
+
+    Network versus damage: a ranged GET whose connection breaks, stalls or whose body ends before its own
+    Content-Length is retried (``call``) and, if that persists, raises :class:`NetworkError`: nothing is
+    concluded about the object. :class:`IntegrityError` (damaged) is only a complete answer that is wrong:
+    a digest mismatch, a server that says the object is shorter or longer than the manifest, or a server
+    that cuts its answer at the very same byte on every attempt (MinIO aborting a read whose bitrot check
+    failed: a network fault does not repeat itself to the byte).
     """
 
     WINDOW = 256 * 1024
@@ -238,8 +310,10 @@ class S3Reader(io.RawIOBase):
 
     def __init__(self, client: Any, bucket: str, key: str, size: int, expected_sha256: str | None = None,
                  *, part_size: int | None = None,
-                 part_sha256: list[str] | None = None, max_workers: int = 8) -> None:
+                 part_sha256: list[str] | None = None, max_workers: int = 8,
+                 call: Caller = direct_call) -> None:
         super().__init__()
+        self._call = call
         self.client, self.bucket, self.key, self._size = client, bucket, key, size
         if part_sha256 and part_size:
             self._psize, self._digests = part_size, list(part_sha256)
@@ -329,46 +403,67 @@ class S3Reader(io.RawIOBase):
             self._cur_part, self._cur_sha = i + 1, hashlib.sha256()
 
     # -- fetching -----------------------------------------------------------------------------------------
-    def _get(self, start: int, end: int) -> Any:
-        rng = f"bytes={start}-{end - 1}"
-        return self.client.get_object(Bucket=self.bucket, Key=self.key, Range=rng)["Body"]
-
     def _truncated(self, at: int) -> IntegrityError:
-        return IntegrityError(f"s3://{self.bucket}/{self.key}: object ended (or the server stopped sending) "
-                              f"at byte {at}, manifest says {self._size} bytes (truncated or damaged)")
-
-    def _aborted(self, at: int, e: BaseException) -> IntegrityError:
-        return IntegrityError(f"s3://{self.bucket}/{self.key}: the server aborted the transfer at byte "
-                              f"{at} ({type(e).__name__}): stored object damaged (MinIO bitrot check) or "
-                              f"connection lost")
+        return IntegrityError(f"s3://{self.bucket}/{self.key}: object ended at byte {at}, manifest says "
+                              f"{self._size} bytes (truncated or replaced)")
 
     def _fetch_into(self, start: int, mv: memoryview, part: int | None) -> None:
-        """Ranged GET of ``[start, start+len(mv))`` written directly into ``mv`` (worker thread); if it is
-        the whole part ``part``, hash and check it here, in parallel with the other workers."""
+        """Ranged GET of ``[start, start+len(mv))`` written directly into ``mv`` (worker thread), retried
+        on network failures; if it is the whole part ``part``, hash and check it here, in parallel with the
+        other workers."""
+        cuts: list[int | None] = []
+
+        def attempt() -> None:
+            try:
+                self._fetch_once(start, mv)
+            except CutShort as e:
+                cuts.append(e.at)
+                raise
+            except Exception:
+                cuts.append(None)
+                raise
+
+        what = f"reading s3://{self.bucket}/{self.key} bytes {start}-{start + len(mv)}"
         try:
-            self._fetch_into_raw(start, mv)
-        except STREAM_ERRORS as e:
-            raise self._aborted(start, e) from None
+            self._call(what, attempt)
+        except NetworkError:
+            if len(cuts) > 1 and cuts[0] is not None and cuts.count(cuts[0]) == len(cuts):
+                raise IntegrityError(f"s3://{self.bucket}/{self.key}: the server stops sending at byte "
+                                     f"{cuts[0]} on every attempt ({len(cuts)}): stored object damaged "
+                                     f"(its bitrot check fails)") from None
+            raise
         if part is not None:
             self._check_part(part, hashlib.sha256(mv).hexdigest())
 
-    def _fetch_into_raw(self, start: int, mv: memoryview) -> None:
-        body = self._get(start, start + len(mv))
-        # Straight from the socket into the destination when the stack allows it (http.client's
-        # readinto under urllib3); otherwise 1 MiB reads and a copy.
-        fp = getattr(getattr(body, "_raw_stream", None), "_fp", None)
-        readinto = getattr(fp, "readinto", None)
+    def _fetch_once(self, start: int, mv: memoryview) -> None:
         try:
+            resp = self.client.get_object(Bucket=self.bucket, Key=self.key,
+                                          Range=f"bytes={start}-{start + len(mv) - 1}")
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code") == "InvalidRange":  # the object ends before start
+                raise self._truncated(start) from None
+            raise
+        body = resp["Body"]
+        try:
+            if int(resp.get("ContentLength", len(mv))) < len(mv):  # a complete answer: the object is short
+                raise self._truncated(start + int(resp["ContentLength"]))
+            # Straight from the socket into the destination when the stack allows it (http.client's
+            # readinto under urllib3); otherwise 1 MiB reads and a copy.
+            fp = getattr(getattr(body, "_raw_stream", None), "_fp", None)
+            readinto = getattr(fp, "readinto", None)
             got = 0
             while got < len(mv):
                 if readinto is not None:
-                    n = readinto(mv[got:got + min(4 * self.READ_CHUNK, len(mv) - got)])
+                    try:
+                        n = readinto(mv[got:got + min(4 * self.READ_CHUNK, len(mv) - got)])
+                    except http.client.IncompleteRead:
+                        n = 0
                 else:
                     chunk = body.read(min(self.READ_CHUNK, len(mv) - got))
                     n = len(chunk)
                     mv[got:got + n] = chunk
                 if not n:
-                    raise self._truncated(start + got)
+                    raise CutShort(start + got)
                 got += n
         finally:
             body.close()
@@ -432,16 +527,9 @@ class S3Reader(io.RawIOBase):
             # each tensor: start the window at the hash position when it is close, to step over them.
             fetch = self._hashed if 0 < start - self._hashed <= self.WINDOW // 2 else start
             end = min(self._size, start + max(self.WINDOW, rest))
-            body = self._get(fetch, end)
-            try:
-                data = body.read()
-            except STREAM_ERRORS as e:
-                raise self._aborted(fetch, e) from None
-            finally:
-                body.close()
-            if len(data) < end - fetch:
-                raise self._truncated(fetch + len(data))
-            self._win, self._win_start = data, fetch
+            data = bytearray(end - fetch)
+            self._fetch_into(fetch, memoryview(data), None)
+            self._win, self._win_start = bytes(data), fetch
             mv[done:] = data[start - fetch:start - fetch + rest]
             self._account(start, mv[done:])
         self._pos += want
@@ -498,11 +586,16 @@ class S3Reader(io.RawIOBase):
                     f.result()
                 del bufs
         if self._size > 0:
-            try:
+            def probe() -> bytes:
                 resp = self.client.get_object(Bucket=self.bucket, Key=self.key, Range=f"bytes={self._size}-")
-                extra = resp["Body"].read(1)
-                resp["Body"].close()
-            except Exception as e:  # noqa: BLE001 - 416 InvalidRange is the good answer
+                try:
+                    return bytes(resp["Body"].read(1))
+                finally:
+                    resp["Body"].close()
+
+            try:
+                extra = self._call(f"checking the size of s3://{self.bucket}/{self.key}", probe)
+            except ClientError as e:  # 416 InvalidRange is the good answer
                 if "InvalidRange" not in str(e) and "416" not in str(e):
                     raise
                 extra = b""

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from s3ckpt.errors import CheckpointNotFound, S3CkptError
-from s3ckpt.s3 import S3Settings
+from s3ckpt.s3 import add_network_flags, quiet_transport_logs, settings_from_args
 from s3ckpt.state import capture_rng_state, restore_rng_state
 from s3ckpt.store import CheckpointStore
 
@@ -182,6 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--endpoint", help="S3 endpoint URL (env S3CKPT_ENDPOINT)")
     p.add_argument("--bucket", help="bucket (env S3CKPT_BUCKET, default checkpoints)")
     p.add_argument("--prefix", help="key prefix (env S3CKPT_PREFIX, default ckpt)")
+    add_network_flags(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--throttle", type=float, default=0.0, help="sleep this many seconds per step (demos)")
     return p
@@ -197,11 +198,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"s3ckpt-train: error: the demo trainer needs {', '.join(missing)}: "
               f"pip install 's3ckpt[demo]'", file=sys.stderr)
         return 2
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    log.setLevel(logging.INFO)  # the trainer's own notes; the library and the HTTP stack stay at WARNING
+    quiet_transport_logs()
     hp = HParams(steps=args.steps, ckpt_every=args.ckpt_every, batch_size=args.batch_size, lr=args.lr,
                  seed=args.seed)
     try:
-        settings = S3Settings().with_overrides(endpoint=args.endpoint, bucket=args.bucket, prefix=args.prefix)
+        settings = settings_from_args(args, endpoint=args.endpoint, bucket=args.bucket, prefix=args.prefix)
         store = CheckpointStore(settings=settings, run=args.run)
         train(store, hp, resume=args.resume, keep_last=args.keep_last or None, async_save=args.async_save,
               loss_log=args.loss_log, progress=not args.no_progress, throttle=args.throttle)
