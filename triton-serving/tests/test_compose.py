@@ -92,7 +92,7 @@ def test_every_image_is_pinned_to_one_release() -> None:
     for name, svc in s.items():
         repo, _, tag = svc["image"].rpartition(":")
         assert repo and "/" not in tag and tag and tag != "latest", f"{name}: {svc['image']} is not pinned"
-    # the GPU server runs the image `triton` builds FROM the official one (the tokenizer step needs `tokenizers`)
+    # the GPU server runs the image `triton` builds FROM the official one (the tokenizer needs `tokenizers`)
     assert s["triton-gpu"]["image"] == s["triton"]["image"]
     assert s["plans"]["image"] == f"nvcr.io/nvidia/tensorrt:{RELEASE}-py3"
     assert s["triton"]["build"]["args"]["TRITON_BASE_IMAGE"] == OFFICIAL_TRITON

@@ -122,7 +122,12 @@ def _compose_images() -> dict[str, str]:
     ]
     proc = subprocess.run([str(binary), *args], cwd=FOLDER, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    return {name: svc.get("image", "") for name, svc in json.loads(proc.stdout)["services"].items()}
+    services = json.loads(proc.stdout)["services"]
+    # a service built FROM an official image counts as that image (the GPU server: the official one + deps)
+    return {
+        name: svc.get("build", {}).get("args", {}).get("TRITON_BASE_IMAGE") or svc.get("image", "")
+        for name, svc in services.items()
+    }
 
 
 def test_plans_image_matches_the_triton_release() -> None:
