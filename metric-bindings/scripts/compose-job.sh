@@ -60,7 +60,13 @@ YAML
   [ "$rc" = 0 ] || fail "'${DASK_UP[*]}' exited $rc (log: $state/up-dask.log)"
   grep -q "blocks on 2 workers" "$state/up-dask.log" || fail "the dask job did not run on 2 workers"
   grep -q "same indices as one machine: yes" "$state/up-dask.log" || fail "the dask job's top-k differs"
-  [ -z "$(compose --profile dask ps -q)" ] || fail "the dask profile's services still run after its job ended"
+  # The job shuts the cluster down; the scheduler and workers take a few seconds to exit after it.
+  local waited
+  for waited in $(seq 30); do
+    [ -z "$(compose --profile dask ps -q)" ] && break
+    sleep 1
+  done
+  [ -z "$(compose --profile dask ps -q)" ] || fail "the dask profile's services still run ${waited} s after its job ended"
   echo "   the dask profile's top-k on 2 workers matches one machine's"
 }
 
