@@ -51,9 +51,10 @@ image_or_local() {
     echo "   $official: the official image"
     return 0
   fi
+  local log
+  log=$state/build-$(echo "$local_tag" | tr '/:' '__').log
   echo "   $official: no registry answers, building the local equivalent $local_tag"
-  "$build" "$local_tag" >"$state/build-$(echo "$local_tag" | tr '/:' '__').log" 2>&1 \
-    || { tail -n 30 "$state/build-$(echo "$local_tag" | tr '/:' '__').log" >&2; fail "building $local_tag failed"; }
+  "$build" "$local_tag" >"$log" 2>&1 || { tail -n 30 "$log" >&2; fail "building $local_tag failed"; }
   docker tag "$local_tag" "$official"
   echo "$official $(docker image inspect -f '{{.Id}}' "$local_tag")" >>"$ledger"
 }
@@ -122,6 +123,8 @@ esac
 [ "$engine_started" = 1 ] && [ ! -f "$DOCKER_ENGINE_STATE/dockerd.pid" ] && engine_started=0
 BASE_IMAGE=$(scripts/docker-engine.sh base) || fail "no Debian base image for local equivalents"
 export BASE_IMAGE
+# Where HTTPS is intercepted, builds need the host's CA bundle: a build secret, never a layer of an image.
+[ -s /etc/ssl/certs/ca-certificates.crt ] && export BUILD_CA_FILE=/etc/ssl/certs/ca-certificates.crt
 
 phase "images: the pinned official ones, or local equivalents under their names for this run"
 if [ -s "$ledger" ] && flock -xn 9; then remove_temporary_tags; flock -s 9; fi  # left by an interrupted run
@@ -147,8 +150,6 @@ stack_up=1
 compose down -v --remove-orphans >/dev/null 2>&1 || true   # what an interrupted run left
 
 phase "build: docker compose build (the images of this copy, never stale ones)"
-# Where HTTPS is intercepted, builds need the host's CA bundle: a build secret, never a layer of an image.
-[ -s /etc/ssl/certs/ca-certificates.crt ] && export BUILD_CA_FILE=/etc/ssl/certs/ca-certificates.crt
 compose build "${build_flags[@]}" >"$state/build.log" 2>&1 \
   || { tail -n 40 "$state/build.log" >&2; fail "docker compose build failed (log: $state/build.log)"; }
 ok "built"

@@ -12,11 +12,8 @@ if ! curl -fsS -o /dev/null --max-time 20 https://download.pytorch.org/whl/cpu/t
 fi
 
 # Build a local equivalent with compose's builder (the engine's CLI may have no buildx): the folder is the
-# context (its .dockerignore keeps it to docker/ and the package); the host's CA bundle is a build secret where
-# HTTPS is intercepted.
+# context (its .dockerignore keeps it to docker/ and the package); the harness's BUILD_CA_FILE is a build secret.
 build_local() {  # TAG DOCKERFILE
-  local ca=/dev/null
-  [ -s /etc/ssl/certs/ca-certificates.crt ] && ca=/etc/ssl/certs/ca-certificates.crt
   docker compose -p "$name-local-images" --project-directory . -f - build <<YAML
 services:
   local:
@@ -27,7 +24,7 @@ services:
       args: {BASE_IMAGE: "$BASE_IMAGE"}
       secrets: [build_ca]
 secrets:
-  build_ca: {file: $ca}
+  build_ca: {file: ${BUILD_CA_FILE:-/dev/null}}
 YAML
 }
 build_tritonserver() { build_local "$1" docker/tritonserver-local.Dockerfile; }
