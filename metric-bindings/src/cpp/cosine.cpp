@@ -37,10 +37,12 @@
 #include "blas.hpp"
 #include "kernel_common.hpp"
 #include "packed_gemm.hpp"
+#include "topk_select.hpp"
 
 namespace metric_bindings {
 namespace {
 
+using detail::better;
 using detail::inverse_norm;
 using detail::parallel_for;
 using detail::RangeFlag;
@@ -405,15 +407,7 @@ MatrixView<T> rescaled_rows(const MatrixView<T>& v, Scratch<T>& buf) {
 
 // ---------------------------------------------------------------- top-k
 
-/// Ranking used by top-k: NaN above every number (so that it propagates visibly), then larger value, then
-/// smaller index (deterministic ties).
-template <typename T>
-inline bool better(T v1, std::int64_t i1, T v2, std::int64_t i2) {
-    const bool n1 = std::isnan(v1), n2 = std::isnan(v2);
-    if (n1 != n2) return n1;
-    if (!n1 && v1 != v2) return v1 > v2;
-    return i1 < i2;
-}
+// The ranking (`better`: NaN first, then larger value, then smaller index) is in topk_select.hpp.
 
 /// Min-heap (root = worst kept) stored in the output row itself.
 template <typename T>
@@ -707,17 +701,15 @@ void paired_cosine_similarity(const MatrixView<T>& a, const MatrixView<T>& b, T*
     });
 }
 
-template <typename T>
-void topk_cosine(const MatrixView<T>& a, const MatrixView<T>& b, std::int64_t k, T* values, std::int64_t* indices,
-                 std::size_t memory_budget) {
-    check_topk_args(a, b, k, memory_budget);
-    const std::int64_t n = a.rows, m = b.rows, d = a.cols;
-    if (n == 0 || m == 0) return;
-    check_output("topk_cosine", values, n, k, k, 1, n, k);
-    check_output("topk_cosine", indices, n, k, k, 1, n, k);
+namespace {
 
-    const std::size_t budget = memory_budget;
-    const Kernel scorer = decide(Strategy::Auto, call_of(a, b, budget));
+/// Top-k by tiles: each B tile's scores (of a tile of A rows) written to a scratch matrix by `scorer`, then
+/// selected with a k-heap per query kept inside the output arrays. For the scorers that write scores, and for
+/// the packed GEMM where its selection state does not fit the budget.
+template <typename T>
+void topk_tiled(const MatrixView<T>& a, const MatrixView<T>& b, std::int64_t k, T* values, std::int64_t* indices,
+                std::size_t budget, Kernel scorer) {
+    const std::int64_t n = a.rows, m = b.rows, d = a.cols;
     const bool packed = scorer == Kernel::Packed;
     // Our own scorers leave the cores free for a threaded selection; after a CBLAS GEMM the selection stays on
     // this thread, because OpenBLAS workers spin between calls and sharing the cores with them collapses
@@ -783,6 +775,63 @@ void topk_cosine(const MatrixView<T>& a, const MatrixView<T>& b, std::int64_t k,
             }
         }
     });
+}
+
+/// Top-k on the packed GEMM with the selection in its micro-kernel (packed_topk): no score matrix, one pass
+/// over B per tile of A rows, the tile as large as the budget allows. False (nothing done) when even a small
+/// tile of A rows does not fit: the caller then runs topk_tiled.
+bool topk_packed_fused(const MatrixView<float>& a, const MatrixView<float>& b, std::int64_t k, float* values,
+                       std::int64_t* indices, std::size_t budget) {
+    const std::int64_t n = a.rows, m = b.rows, d = a.cols;
+    const std::int64_t workers = detail::max_threads();
+    const std::size_t slots = static_cast<std::size_t>(workers);
+    // Everything the call allocates for a tile of `rows` rows of A: the GEMM's own scratch, one TopkRows per
+    // worker, the merge's per-thread buffer.
+    auto bytes = [&](std::int64_t rows) {
+        return detail::packed_topk_bytes(rows, d, workers) + slots * detail::TopkRows::bytes(rows, k) +
+               slots * detail::merge_topk_bytes(slots, k);
+    };
+    // The largest tile that fits (bytes grows with rows). Below 32 rows (or all of A) the packed GEMM would
+    // re-read B for too little work per pass: the tiled path instead.
+    std::int64_t lo = 0, hi = n;
+    while (lo < hi) {
+        const std::int64_t mid = lo + (hi - lo + 1) / 2;
+        if (bytes(mid) <= budget) lo = mid; else hi = mid - 1;
+    }
+    const std::int64_t nb = lo;
+    if (nb < std::min<std::int64_t>(n, 32)) return false;
+    std::vector<detail::TopkRows> parts(slots);
+    for (std::int64_t i0 = 0; i0 < n; i0 += nb) {
+        const std::int64_t rows = std::min(nb, n - i0);
+        const MatrixView<float> a_tile{a.data + i0 * a.row_stride, rows, d, a.row_stride, a.col_stride};
+        for (auto& p : parts) p.reset(rows, k);
+        RangeFlag flag{false};
+        detail::packed_topk(a_tile.data, a_tile.row_stride, rows, b.data, b.row_stride, m, d, parts.data(), workers,
+                            flag);
+        if (flag.load(std::memory_order_relaxed)) {  // a row outside the safe range (rare): redo these rows by
+            topk_tiled(a_tile, b, k, values + i0 * k, indices + i0 * k, budget, Kernel::Packed);  // tiles
+            continue;
+        }
+        detail::merge_topk(parts.data(), slots, rows, k, values + i0 * k, indices + i0 * k);
+    }
+    return true;
+}
+
+}  // namespace
+
+template <typename T>
+void topk_cosine(const MatrixView<T>& a, const MatrixView<T>& b, std::int64_t k, T* values, std::int64_t* indices,
+                 std::size_t memory_budget) {
+    check_topk_args(a, b, k, memory_budget);
+    const std::int64_t n = a.rows, m = b.rows;
+    if (n == 0 || m == 0) return;
+    check_output("topk_cosine", values, n, k, k, 1, n, k);
+    check_output("topk_cosine", indices, n, k, k, 1, n, k);
+    const Kernel scorer = decide(Strategy::Auto, call_of(a, b, memory_budget));
+    if constexpr (std::is_same_v<T, float>) {
+        if (scorer == Kernel::Packed && topk_packed_fused(a, b, k, values, indices, memory_budget)) return;
+    }
+    topk_tiled(a, b, k, values, indices, memory_budget, scorer);
 }
 
 template <typename T>
