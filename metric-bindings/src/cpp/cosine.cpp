@@ -53,6 +53,7 @@ constexpr std::int64_t kParallelGrain = std::int64_t{1} << 19;  // elements per 
 constexpr std::size_t kTileBytes = std::size_t{32} << 20;  // GEMM operand tile: only huge inputs are split
 constexpr std::int64_t kPrefetchBytes = 4096;  // streaming kernels: how far ahead rows are prefetched
 constexpr std::size_t kPackedScratchBytes = std::size_t{4} << 20;  // top-k: the packed GEMM's B panels (2 x 1 MiB)
+constexpr std::int64_t kSelectBlock = 64;  // top-k selection: scores tested against the heap's worst at once
 
 // ---------------------------------------------------------------- BLAS operands
 
@@ -743,19 +744,28 @@ void topk_tiled(const MatrixView<T>& a, const MatrixView<T>& b, std::int64_t k, 
                     T* hv = values + (i0 + r) * k;
                     std::int64_t* hi_ = indices + (i0 + r) * k;
                     const T* srow = scores.data() + r * cols;
-                    std::int64_t size = filled;
-                    for (std::int64_t j = 0; j < cols; ++j) {
-                        const T v = srow[j];
-                        const std::int64_t idx = j0 + j;
-                        if (size < k) {
-                            hv[size] = v;
-                            hi_[size] = idx;
-                            sift_up(hv, hi_, size);
-                            ++size;
-                        } else if (better(v, idx, hv[0], hi_[0])) {
-                            hv[0] = v;
-                            hi_[0] = idx;
-                            sift_down(hv, hi_, k, 0);
+                    std::int64_t size = filled, j = 0;
+                    for (; j < cols && size < k; ++j) {  // filling the heap: every score enters
+                        hv[size] = srow[j];
+                        hi_[size] = j0 + j;
+                        sift_up(hv, hi_, size);
+                        ++size;
+                    }
+                    for (; j < cols; j += kSelectBlock) {
+                        const std::int64_t e = std::min(cols, j + kSelectBlock);
+                        const T bar = hv[0];  // the worst kept: a score below it cannot enter
+                        if (!std::isnan(bar)) {  // one vectorised test per block: most blocks hold no candidate
+                            int hits = 0;
+#pragma omp simd reduction(| : hits)
+                            for (std::int64_t q = j; q < e; ++q) hits |= !(srow[q] < bar);
+                            if (hits == 0) continue;
+                        }
+                        for (std::int64_t q = j; q < e; ++q) {
+                            if (better(srow[q], j0 + q, hv[0], hi_[0])) {
+                                hv[0] = srow[q];
+                                hi_[0] = j0 + q;
+                                sift_down(hv, hi_, k, 0);
+                            }
                         }
                     }
                 }

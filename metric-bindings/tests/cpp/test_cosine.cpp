@@ -469,3 +469,37 @@ TEST(Core, TopkSelectedInsideThePackedGemm) {
         }
     }
 }
+
+TYPED_TEST(Typed, TopkTiledSelectionWithNanAndTies) {
+    // The tiles-then-heap selection (few queries: the fused scorer; float64: CBLAS) tests blocks of scores
+    // against the heap's worst before looking at them one by one: a NaN column and repeated rows late in B
+    // (after the heap is full), a NaN row of A (its bar is NaN), k from 1 to M, a budget that cuts B in tiles.
+    using T = TypeParam;
+    for (auto [n, m, d] : {std::tuple{3, 5000, 16}, std::tuple{12, 3000, 40}}) {
+        auto av = random_matrix<T>(n, d, 71), bv = random_matrix<T>(m, d, 72);
+        std::fill(av.begin() + d, av.begin() + 2 * d, std::numeric_limits<T>::quiet_NaN());  // row 1
+        bv[(m - 100) * d + 3] = std::numeric_limits<T>::quiet_NaN();
+        for (std::int64_t t : {10, 700})
+            std::copy(bv.begin() + t * d, bv.begin() + (t + 1) * d, bv.begin() + (m - 50 + t / 100) * d);
+        auto a = mb::MatrixView<T>::row_major(av.data(), n, d), b = mb::MatrixView<T>::row_major(bv.data(), m, d);
+        std::vector<T> full(static_cast<std::size_t>(n * m));
+        mb::cosine_similarity(a, b, full.data(), m, mb::Strategy::ScaleOutput);
+        for (std::int64_t k : {std::int64_t{1}, std::int64_t{10}, std::int64_t{1000}, std::int64_t{m}}) {
+            for (std::size_t budget : {mb::kDefaultTopkBudget, mb::kMinTopkBudget}) {
+                std::vector<T> vals(static_cast<std::size_t>(n * k));
+                std::vector<std::int64_t> idx(static_cast<std::size_t>(n * k));
+                mb::topk_cosine(a, b, k, vals.data(), idx.data(), budget);
+                if (k <= 10) expect_topk(full, n, m, k, vals, idx);
+                for (std::int64_t r = 0; r < k; ++r) ASSERT_EQ(idx[k + r], r) << "NaN row: ties by index";
+                for (std::int64_t i = 0; i < n; ++i) {
+                    if (i != 1) ASSERT_EQ(idx[i * k], m - 100) << "the NaN column first, row " << i;
+                    for (std::int64_t r = 2; r < k; ++r)  // after the NaN: best first, ties by index
+                        if (i != 1) ASSERT_TRUE(vals[i * k + r - 1] > vals[i * k + r] ||
+                                                (vals[i * k + r - 1] == vals[i * k + r] &&
+                                                 idx[i * k + r - 1] < idx[i * k + r]))
+                            << "row " << i << " rank " << r;
+                }
+            }
+        }
+    }
+}
