@@ -59,7 +59,7 @@ void TopkRows::offer(const float* tile, const std::uint32_t* masks, int rows, st
 
 void merge_topk(const TopkRows* parts, std::size_t nparts, std::int64_t rows, std::int64_t k, float* values,
                 std::int64_t* indices) {
-    parallel_for(rows, std::max<std::int64_t>(1, 65536 / std::max<std::int64_t>(k, 1)),
+    parallel_for(rows, std::max<std::int64_t>(1, 4096 / std::max<std::int64_t>(k, 1)),
                  [&](std::int64_t lo, std::int64_t hi) {
                      std::vector<TopkRows::Entry> all;
                      all.reserve(nparts * static_cast<std::size_t>(TopkRows::capacity(k)));
