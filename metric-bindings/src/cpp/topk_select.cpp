@@ -28,10 +28,51 @@ void TopkRows::reset(std::int64_t rows, std::int64_t k) {
 void TopkRows::cut(std::int64_t r) {
     Entry* e = entries_.data() + r * cap_;
     std::int64_t& n = count_.data()[r];
+    float& bar = thr_.data()[r];
+    if (cap_ >= kBinnedCutMin && binned_cut(e, n, bar)) return;
     std::nth_element(e, e + (k_ - 1), e + n, entry_better);
     n = k_;
     const float worst = e[k_ - 1].v;  // the k-th best: everything before it is better
-    thr_.data()[r] = std::isnan(worst) ? std::numeric_limits<float>::infinity() : worst;
+    bar = std::isnan(worst) ? std::numeric_limits<float>::infinity() : worst;
+}
+
+bool TopkRows::binned_cut(Entry* e, std::int64_t& n, float& bar) const {
+    // The range of the buffer's numbers, split into bins (a monotone map: a lower bin holds only lower values).
+    // NaN ranks above every number: always kept.
+    float lo = std::numeric_limits<float>::infinity(), hi = -lo;
+    std::int64_t nans = 0;
+    for (std::int64_t i = 0; i < n; ++i) {
+        const float v = e[i].v;
+        nans += v != v ? 1 : 0;
+        lo = v < lo ? v : lo;
+        hi = v > hi ? v : hi;
+    }
+    if (nans >= k_ || !(hi > lo)) return false;  // k NaN, or numbers all equal (ties by index): the exact cut
+    const int bins = static_cast<int>(std::clamp<std::int64_t>(n / 2, 16, kMaxBins));
+    const float scale = static_cast<float>(bins) / (hi - lo);
+    if (!(scale < std::numeric_limits<float>::max())) return false;
+    auto bin_of = [&](float v) { return std::min(bins - 1, static_cast<int>((v - lo) * scale)); };
+    std::uint32_t hist[kMaxBins];
+    std::fill(hist, hist + bins, 0u);
+    for (std::int64_t i = 0; i < n; ++i)
+        if (const float v = e[i].v; v == v) ++hist[bin_of(v)];
+    // NaN and the top bins, >= k entries in all: keep exactly those (each dropped value is below every kept one).
+    int b = bins;
+    std::int64_t kept = nans;
+    while (kept < k_) kept += hist[--b];
+    if (kept > k_ + (cap_ - k_) / 2) return false;  // too little freed (values bunched in a bin): exact cut
+    std::int64_t w = 0;
+    float worst = std::numeric_limits<float>::infinity();
+    for (std::int64_t i = 0; i < n; ++i) {  // compaction in place
+        const Entry x = e[i];
+        const bool number = x.v == x.v, keep = !number || bin_of(x.v) >= b;
+        e[w] = x;
+        w += keep ? 1 : 0;
+        worst = keep && number && x.v < worst ? x.v : worst;
+    }
+    n = w;
+    bar = worst;  // the lowest number kept: a score below it is below >= k kept entries
+    return true;
 }
 
 void TopkRows::offer(const float* tile, const std::uint32_t* masks, int rows, std::int64_t row0,

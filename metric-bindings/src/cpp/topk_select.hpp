@@ -26,8 +26,8 @@ inline bool better(T v1, std::int64_t i1, T v2, std::int64_t i2) {
 /// Per row: a buffer of capacity() entries and a threshold. A score s can still enter the row's top k only if
 /// !(s < threshold): the caller tests whole vectors against it (one compare per score, almost every score is
 /// rejected there) and offers only the survivors. Survivors are appended; a full buffer is cut back to its k
-/// best (nth_element, O(capacity)) and the threshold rises to the k-th best value. No heap: an append costs a
-/// store, and a cut is amortised over the k entries it frees. Exact: a rejected score is below k entries of its
+/// best (or a few more: binned_cut) and the threshold rises to the lowest value kept. No heap: an append costs
+/// a store, and a cut is amortised over the entries it frees. Exact: a rejected score is below k entries of its
 /// own row (ties pass the test and are ranked by `better`), so it is below the row's k-th best overall.
 class TopkRows {
    public:
@@ -55,7 +55,14 @@ class TopkRows {
     const Entry* entries(std::int64_t r) const { return entries_.data() + r * cap_; }
 
    private:
+    /// Makes room in row r's full buffer: drops every entry that k others beat and raises the bar.
     void cut(std::int64_t r);
+    /// The usual cut: bins the buffer's values over their range (a counting pass, a compaction pass: no
+    /// comparisons to mispredict), keeps the top bins that hold >= k entries. False (nothing done) with NaN,
+    /// all values equal, or when the kept bins would free less than half the room; nth_element then.
+    bool binned_cut(Entry* e, std::int64_t& n, float& bar) const;
+    static constexpr std::int64_t kBinnedCutMin = 256;  // smaller buffers: nth_element is cheap enough
+    static constexpr std::int64_t kMaxBins = 1024;
     std::int64_t k_ = 0, cap_ = 0;
     Scratch<float> thr_;
     Scratch<Entry> entries_;
