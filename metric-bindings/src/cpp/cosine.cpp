@@ -53,6 +53,7 @@ constexpr std::int64_t kParallelGrain = std::int64_t{1} << 19;  // elements per 
 constexpr std::size_t kTileBytes = std::size_t{32} << 20;  // GEMM operand tile: only huge inputs are split
 constexpr std::int64_t kPrefetchBytes = 4096;  // streaming kernels: how far ahead rows are prefetched
 constexpr std::size_t kPackedScratchBytes = std::size_t{4} << 20;  // top-k: the packed GEMM's B panels (2 x 1 MiB)
+constexpr std::size_t kFusedScoreBytes = std::size_t{1} << 20;  // top-k, few queries: scores per B tile
 constexpr std::int64_t kSelectBlock = 64;  // top-k selection: scores tested against the heap's worst at once
 
 // ---------------------------------------------------------------- BLAS operands
@@ -722,14 +723,26 @@ void topk_tiled(const MatrixView<T>& a, const MatrixView<T>& b, std::int64_t k, 
     const std::size_t sz = sizeof(T), dd = static_cast<std::size_t>(std::max<std::int64_t>(d, 1));
     const std::size_t usable = budget - (packed ? kPackedScratchBytes : 0);  // the packed GEMM's B panels
     // B tile: at most a quarter of the budget (and at most 32 MiB).
-    const std::int64_t mb = tile_rows<T>(d, m, std::min(kTileBytes, usable / 4));
+    std::int64_t mb = tile_rows<T>(d, m, std::min(kTileBytes, usable / 4));
+    if (scorer == Kernel::Fused && rows_contiguous(b)) {
+        // B read in place: a tile costs only its scores (n x mb). Tiles of up to 1 MiB of scores (in L2): fewer
+        // tiles, so fewer thread starts and joins, and fewer pauses for this thread's selection.
+        const std::size_t score_bytes = std::min(kFusedScoreBytes, usable / 4);
+        mb = std::clamp<std::int64_t>(static_cast<std::int64_t>(score_bytes / (sz * static_cast<std::size_t>(n))),
+                                      mb, std::max<std::int64_t>(m, 1));
+    }
     const std::size_t used_b = static_cast<std::size_t>(mb) * (copy_b ? dd * sz : 0) + static_cast<std::size_t>(mb) * sz;
     // A tile: the rest pays for the scratch scores (nb x mb) and, if A is copied (or packed), its rows.
     const std::size_t per_row = static_cast<std::size_t>(mb) * sz + (copy_a ? dd * sz : 0) + sz;
     const std::size_t rest = usable > used_b ? usable - used_b : per_row;
     const std::int64_t nb = std::clamp<std::int64_t>(static_cast<std::int64_t>(rest / per_row), 1, n);
-    Scratch<T> scores;
-    scores.get(static_cast<std::size_t>(nb * mb));
+    // The scores' scratch belongs to this thread between calls (a fresh MiB costs a page fault per 4 KiB).
+    thread_local Scratch<T> scores;
+    struct Trim {  // also on an exception
+        Scratch<T>& s;
+        ~Trim() { s.trim(); }
+    } trim{scores};
+    T* const score_buf = scores.get(static_cast<std::size_t>(nb * mb));  // helpers see this thread's buffer
     const StrategyFn<T> score = kernel_fn<T>(scorer);
     std::int64_t filled = 0;  // every row has seen the same candidates, so one fill count serves them all
     for (std::int64_t j0 = 0; j0 < m; j0 += mb) {
@@ -738,12 +751,12 @@ void topk_tiled(const MatrixView<T>& a, const MatrixView<T>& b, std::int64_t k, 
         for (std::int64_t i0 = 0; i0 < n; i0 += nb) {
             const std::int64_t i1 = std::min(n, i0 + nb), rows = i1 - i0;
             const MatrixView<T> a_tile{a.data + i0 * a.row_stride, rows, d, a.row_stride, a.col_stride};
-            run_rescuing(score, a_tile, b_tile, scores.data(), cols);
+            run_rescuing(score, a_tile, b_tile, score_buf, cols);
             parallel_for(rows, threaded_selection ? 1 : rows + 1, [&](std::int64_t lo, std::int64_t hi) {
                 for (std::int64_t r = lo; r < hi; ++r) {
                     T* hv = values + (i0 + r) * k;
                     std::int64_t* hi_ = indices + (i0 + r) * k;
-                    const T* srow = scores.data() + r * cols;
+                    const T* srow = score_buf + r * cols;
                     std::int64_t size = filled, j = 0;
                     for (; j < cols && size < k; ++j) {  // filling the heap: every score enters
                         hv[size] = srow[j];
