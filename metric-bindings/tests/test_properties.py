@@ -326,3 +326,56 @@ def test_topk_on_the_packed_gemm_matches_the_full_matrix(budget, packed_gemm):
     order = np.argsort(-full, axis=1, kind="stable")[:, :7]
     np.testing.assert_array_equal(idx, order)
     np.testing.assert_allclose(vals, np.take_along_axis(full, order, 1), atol=tolerance(np.float32))
+
+
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    "n,m,d,budget",
+    [
+        (40, 20_000, 700, mb.DEFAULT_TOPK_BUDGET),  # float32 on AVX-512: selected inside the packed GEMM
+        (33, 16_000, 1100, mb.DEFAULT_TOPK_BUDGET),  # two depth blocks: per-worker partial sums
+        (300, 6000, 512, 16 << 20),  # k = 1000 there: the budget cuts A into tiles of rows
+        (5, 30_000, 64, mb.DEFAULT_TOPK_BUDGET),  # few queries: fused scorer, tiles then heaps
+    ],
+)
+@pytest.mark.parametrize("workers", ["all", "1"])
+def test_topk_every_k_with_nan_rows_zero_rows_and_ties(n, m, d, budget, dt, workers, monkeypatch):
+    """k = 1, 10, 1000 and M on shapes that take each top-k path (float64 and a CPU without AVX-512: CBLAS
+    tiles): exact against the float64 reference up to rounding, a NaN row of A all NaN (ties by index), a
+    NaN row of B first everywhere, a zero row of B at 0, repeated rows of B (equal values: smaller index
+    first). On one worker too: its bar is then the row's own k-th best. Where the packed GEMM selects, the
+    order must equal its own full matrix's (the same float32 values) exactly."""
+    if workers == "1":
+        monkeypatch.setenv("METRIC_BINDINGS_NUM_THREADS", "1")
+    rng = np.random.default_rng(n + m + d)
+    a = rng.standard_normal((n, d)).astype(dt)
+    b = rng.standard_normal((m, d)).astype(dt)
+    b[78] = 0
+    for t in (100, 2500, 4900):
+        b[t + 1000] = b[t]
+    ref = reference(a, b)
+    a[3] = np.nan
+    b[77, 5] = np.nan
+    ref[3], ref[:, 77] = np.nan, np.nan
+    rest = np.delete(np.arange(n), 3)
+    same_kernel = None
+    if dt == np.float32 and n > 8 and mb.choose_strategy(n, m, d) == "packed":
+        full = mb.cosine_similarity(a, b, strategy="packed")
+        order_key = -np.nan_to_num(full, nan=np.inf)  # NaN first, then larger values, then smaller indices
+        same_kernel = np.lexsort((np.broadcast_to(np.arange(m), full.shape), order_key))
+    for k in (1, 10, 1000, m):
+        vals, idx = mb.topk_cosine(a, b, k, memory_budget=budget)
+        assert vals.shape == idx.shape == (n, k) and vals.dtype == dt
+        assert np.isnan(vals[3]).all() and (idx[3] == np.arange(k)).all()  # all NaN: ties by index
+        assert (idx[rest, 0] == 77).all() and np.isnan(vals[rest, 0]).all()  # the NaN column first
+        got, pos, r = vals[rest, 1:], idx[rest, 1:], ref[rest]
+        expected = np.sort(np.delete(r, 77, axis=1), axis=1)[:, ::-1][:, : k - 1]
+        np.testing.assert_allclose(got, expected, atol=tolerance(dt))
+        np.testing.assert_allclose(np.take_along_axis(r, pos, 1), got, atol=tolerance(dt))
+        assert all(len(set(row)) == k for row in idx.tolist())
+        tied = got[:, 1:] == got[:, :-1]
+        assert (pos[:, 1:][tied] > pos[:, :-1][tied]).all()  # equal values: the smaller index first
+        if same_kernel is not None:
+            np.testing.assert_array_equal(idx, same_kernel[:, :k])
+        if k == m:  # every row of B, the zero row at 0
+            np.testing.assert_allclose(np.take_along_axis(vals[rest], np.argsort(idx[rest], 1), 1)[:, 78], 0)

@@ -37,10 +37,12 @@
 #include "blas.hpp"
 #include "kernel_common.hpp"
 #include "packed_gemm.hpp"
+#include "topk_select.hpp"
 
 namespace metric_bindings {
 namespace {
 
+using detail::better;
 using detail::inverse_norm;
 using detail::parallel_for;
 using detail::RangeFlag;
@@ -51,6 +53,8 @@ constexpr std::int64_t kParallelGrain = std::int64_t{1} << 19;  // elements per 
 constexpr std::size_t kTileBytes = std::size_t{32} << 20;  // GEMM operand tile: only huge inputs are split
 constexpr std::int64_t kPrefetchBytes = 4096;  // streaming kernels: how far ahead rows are prefetched
 constexpr std::size_t kPackedScratchBytes = std::size_t{4} << 20;  // top-k: the packed GEMM's B panels (2 x 1 MiB)
+constexpr std::size_t kFusedScoreBytes = std::size_t{1} << 20;  // top-k, few queries: scores per B tile
+constexpr std::int64_t kSelectBlock = 64;  // top-k selection: scores tested against the heap's worst at once
 
 // ---------------------------------------------------------------- BLAS operands
 
@@ -405,15 +409,7 @@ MatrixView<T> rescaled_rows(const MatrixView<T>& v, Scratch<T>& buf) {
 
 // ---------------------------------------------------------------- top-k
 
-/// Ranking used by top-k: NaN above every number (so that it propagates visibly), then larger value, then
-/// smaller index (deterministic ties).
-template <typename T>
-inline bool better(T v1, std::int64_t i1, T v2, std::int64_t i2) {
-    const bool n1 = std::isnan(v1), n2 = std::isnan(v2);
-    if (n1 != n2) return n1;
-    if (!n1 && v1 != v2) return v1 > v2;
-    return i1 < i2;
-}
+// The ranking (`better`: NaN first, then larger value, then smaller index) is in topk_select.hpp.
 
 /// Min-heap (root = worst kept) stored in the output row itself.
 template <typename T>
@@ -707,17 +703,15 @@ void paired_cosine_similarity(const MatrixView<T>& a, const MatrixView<T>& b, T*
     });
 }
 
-template <typename T>
-void topk_cosine(const MatrixView<T>& a, const MatrixView<T>& b, std::int64_t k, T* values, std::int64_t* indices,
-                 std::size_t memory_budget) {
-    check_topk_args(a, b, k, memory_budget);
-    const std::int64_t n = a.rows, m = b.rows, d = a.cols;
-    if (n == 0 || m == 0) return;
-    check_output("topk_cosine", values, n, k, k, 1, n, k);
-    check_output("topk_cosine", indices, n, k, k, 1, n, k);
+namespace {
 
-    const std::size_t budget = memory_budget;
-    const Kernel scorer = decide(Strategy::Auto, call_of(a, b, budget));
+/// Top-k by tiles: each B tile's scores (of a tile of A rows) written to a scratch matrix by `scorer`, then
+/// selected with a k-heap per query kept inside the output arrays. For the scorers that write scores, and for
+/// the packed GEMM where its selection state does not fit the budget.
+template <typename T>
+void topk_tiled(const MatrixView<T>& a, const MatrixView<T>& b, std::int64_t k, T* values, std::int64_t* indices,
+                std::size_t budget, Kernel scorer) {
+    const std::int64_t n = a.rows, m = b.rows, d = a.cols;
     const bool packed = scorer == Kernel::Packed;
     // Our own scorers leave the cores free for a threaded selection; after a CBLAS GEMM the selection stays on
     // this thread, because OpenBLAS workers spin between calls and sharing the cores with them collapses
@@ -729,14 +723,26 @@ void topk_cosine(const MatrixView<T>& a, const MatrixView<T>& b, std::int64_t k,
     const std::size_t sz = sizeof(T), dd = static_cast<std::size_t>(std::max<std::int64_t>(d, 1));
     const std::size_t usable = budget - (packed ? kPackedScratchBytes : 0);  // the packed GEMM's B panels
     // B tile: at most a quarter of the budget (and at most 32 MiB).
-    const std::int64_t mb = tile_rows<T>(d, m, std::min(kTileBytes, usable / 4));
+    std::int64_t mb = tile_rows<T>(d, m, std::min(kTileBytes, usable / 4));
+    if (scorer == Kernel::Fused && rows_contiguous(b)) {
+        // B read in place: a tile costs only its scores (n x mb). Tiles of up to 1 MiB of scores (in L2): fewer
+        // tiles, so fewer thread starts and joins, and fewer pauses for this thread's selection.
+        const std::size_t score_bytes = std::min(kFusedScoreBytes, usable / 4);
+        mb = std::clamp<std::int64_t>(static_cast<std::int64_t>(score_bytes / (sz * static_cast<std::size_t>(n))),
+                                      mb, std::max<std::int64_t>(m, 1));
+    }
     const std::size_t used_b = static_cast<std::size_t>(mb) * (copy_b ? dd * sz : 0) + static_cast<std::size_t>(mb) * sz;
     // A tile: the rest pays for the scratch scores (nb x mb) and, if A is copied (or packed), its rows.
     const std::size_t per_row = static_cast<std::size_t>(mb) * sz + (copy_a ? dd * sz : 0) + sz;
     const std::size_t rest = usable > used_b ? usable - used_b : per_row;
     const std::int64_t nb = std::clamp<std::int64_t>(static_cast<std::int64_t>(rest / per_row), 1, n);
-    Scratch<T> scores;
-    scores.get(static_cast<std::size_t>(nb * mb));
+    // The scores' scratch belongs to this thread between calls (a fresh MiB costs a page fault per 4 KiB).
+    thread_local Scratch<T> scores;
+    struct Trim {  // also on an exception
+        Scratch<T>& s;
+        ~Trim() { s.trim(); }
+    } trim{scores};
+    T* const score_buf = scores.get(static_cast<std::size_t>(nb * mb));  // helpers see this thread's buffer
     const StrategyFn<T> score = kernel_fn<T>(scorer);
     std::int64_t filled = 0;  // every row has seen the same candidates, so one fill count serves them all
     for (std::int64_t j0 = 0; j0 < m; j0 += mb) {
@@ -745,25 +751,34 @@ void topk_cosine(const MatrixView<T>& a, const MatrixView<T>& b, std::int64_t k,
         for (std::int64_t i0 = 0; i0 < n; i0 += nb) {
             const std::int64_t i1 = std::min(n, i0 + nb), rows = i1 - i0;
             const MatrixView<T> a_tile{a.data + i0 * a.row_stride, rows, d, a.row_stride, a.col_stride};
-            run_rescuing(score, a_tile, b_tile, scores.data(), cols);
+            run_rescuing(score, a_tile, b_tile, score_buf, cols);
             parallel_for(rows, threaded_selection ? 1 : rows + 1, [&](std::int64_t lo, std::int64_t hi) {
                 for (std::int64_t r = lo; r < hi; ++r) {
                     T* hv = values + (i0 + r) * k;
                     std::int64_t* hi_ = indices + (i0 + r) * k;
-                    const T* srow = scores.data() + r * cols;
-                    std::int64_t size = filled;
-                    for (std::int64_t j = 0; j < cols; ++j) {
-                        const T v = srow[j];
-                        const std::int64_t idx = j0 + j;
-                        if (size < k) {
-                            hv[size] = v;
-                            hi_[size] = idx;
-                            sift_up(hv, hi_, size);
-                            ++size;
-                        } else if (better(v, idx, hv[0], hi_[0])) {
-                            hv[0] = v;
-                            hi_[0] = idx;
-                            sift_down(hv, hi_, k, 0);
+                    const T* srow = score_buf + r * cols;
+                    std::int64_t size = filled, j = 0;
+                    for (; j < cols && size < k; ++j) {  // filling the heap: every score enters
+                        hv[size] = srow[j];
+                        hi_[size] = j0 + j;
+                        sift_up(hv, hi_, size);
+                        ++size;
+                    }
+                    for (; j < cols; j += kSelectBlock) {
+                        const std::int64_t e = std::min(cols, j + kSelectBlock);
+                        const T bar = hv[0];  // the worst kept: a score below it cannot enter
+                        if (!std::isnan(bar)) {  // one vectorised test per block: most blocks hold no candidate
+                            int hits = 0;
+#pragma omp simd reduction(| : hits)
+                            for (std::int64_t q = j; q < e; ++q) hits |= !(srow[q] < bar);
+                            if (hits == 0) continue;
+                        }
+                        for (std::int64_t q = j; q < e; ++q) {
+                            if (better(srow[q], j0 + q, hv[0], hi_[0])) {
+                                hv[0] = srow[q];
+                                hi_[0] = j0 + q;
+                                sift_down(hv, hi_, k, 0);
+                            }
                         }
                     }
                 }
@@ -783,6 +798,63 @@ void topk_cosine(const MatrixView<T>& a, const MatrixView<T>& b, std::int64_t k,
             }
         }
     });
+}
+
+/// Top-k on the packed GEMM with the selection in its micro-kernel (packed_topk): no score matrix, one pass
+/// over B per tile of A rows, the tile as large as the budget allows. False (nothing done) when even a small
+/// tile of A rows does not fit: the caller then runs topk_tiled.
+bool topk_packed_fused(const MatrixView<float>& a, const MatrixView<float>& b, std::int64_t k, float* values,
+                       std::int64_t* indices, std::size_t budget) {
+    const std::int64_t n = a.rows, m = b.rows, d = a.cols;
+    const std::int64_t workers = detail::max_threads();
+    const std::size_t slots = static_cast<std::size_t>(workers);
+    // Everything the call allocates for a tile of `rows` rows of A: the GEMM's own scratch, one TopkRows per
+    // worker, the merge's per-thread buffer.
+    auto bytes = [&](std::int64_t rows) {
+        return detail::packed_topk_bytes(rows, d, workers) + slots * detail::TopkRows::bytes(rows, k) +
+               slots * detail::merge_topk_bytes(slots, k);
+    };
+    // The largest tile that fits (bytes grows with rows). Below 32 rows (or all of A) the packed GEMM would
+    // re-read B for too little work per pass: the tiled path instead.
+    std::int64_t lo = 0, hi = n;
+    while (lo < hi) {
+        const std::int64_t mid = lo + (hi - lo + 1) / 2;
+        if (bytes(mid) <= budget) lo = mid; else hi = mid - 1;
+    }
+    const std::int64_t nb = lo;
+    if (nb < std::min<std::int64_t>(n, 32)) return false;
+    std::vector<detail::TopkRows> parts(slots);
+    for (std::int64_t i0 = 0; i0 < n; i0 += nb) {
+        const std::int64_t rows = std::min(nb, n - i0);
+        const MatrixView<float> a_tile{a.data + i0 * a.row_stride, rows, d, a.row_stride, a.col_stride};
+        for (auto& p : parts) p.reset(rows, k);
+        RangeFlag flag{false};
+        detail::packed_topk(a_tile.data, a_tile.row_stride, rows, b.data, b.row_stride, m, d, parts.data(), workers,
+                            flag);
+        if (flag.load(std::memory_order_relaxed)) {  // a row outside the safe range (rare): redo these rows by
+            topk_tiled(a_tile, b, k, values + i0 * k, indices + i0 * k, budget, Kernel::Packed);  // tiles
+            continue;
+        }
+        detail::merge_topk(parts.data(), slots, rows, k, values + i0 * k, indices + i0 * k);
+    }
+    return true;
+}
+
+}  // namespace
+
+template <typename T>
+void topk_cosine(const MatrixView<T>& a, const MatrixView<T>& b, std::int64_t k, T* values, std::int64_t* indices,
+                 std::size_t memory_budget) {
+    check_topk_args(a, b, k, memory_budget);
+    const std::int64_t n = a.rows, m = b.rows;
+    if (n == 0 || m == 0) return;
+    check_output("topk_cosine", values, n, k, k, 1, n, k);
+    check_output("topk_cosine", indices, n, k, k, 1, n, k);
+    const Kernel scorer = decide(Strategy::Auto, call_of(a, b, memory_budget));
+    if constexpr (std::is_same_v<T, float>) {
+        if (scorer == Kernel::Packed && topk_packed_fused(a, b, k, values, indices, memory_budget)) return;
+    }
+    topk_tiled(a, b, k, values, indices, memory_budget, scorer);
 }
 
 template <typename T>

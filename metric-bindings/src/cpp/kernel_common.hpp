@@ -10,6 +10,7 @@
 #include <memory>
 #include <new>
 #include <thread>
+#include <utility>
 
 namespace metric_bindings::detail {
 
@@ -71,7 +72,8 @@ inline std::int64_t own_threads() {
 /// METRIC_BINDINGS_NUM_THREADS is followed (a getenv costs far less than starting one thread).
 inline std::int64_t max_threads() { return own_threads(); }
 
-/// Runs f(begin, end) over [0, n) on up to max_threads() threads when each gets >= grain items.
+/// Runs f(begin, end) over [0, n) on up to `threads` threads when each gets >= grain items (parallel_for below:
+/// up to max_threads()).
 ///
 /// Built for a busy machine: work is handed out in small chunks from a shared counter, the calling thread
 /// takes chunks too, and it waits only for chunks that a helper has actually claimed. A helper that the OS has
@@ -79,8 +81,8 @@ inline std::int64_t max_threads() { return own_threads(); }
 /// waited for: when it finally runs it finds no work left and exits without touching f. Joining helpers
 /// instead would add a scheduler time slice (several ms) to every call.
 template <typename F>
-void parallel_for(std::int64_t n, std::int64_t grain, F&& f) {
-    const std::int64_t hw = max_threads();
+void parallel_for_on(std::int64_t threads, std::int64_t n, std::int64_t grain, F&& f) {
+    const std::int64_t hw = std::max<std::int64_t>(1, threads);
     const std::int64_t nt = std::min<std::int64_t>(hw, std::max<std::int64_t>(1, n / std::max<std::int64_t>(1, grain)));
     if (nt <= 1) {
         f(std::int64_t{0}, n);
@@ -113,6 +115,12 @@ void parallel_for(std::int64_t n, std::int64_t grain, F&& f) {
     }
     // Every chunk is claimed; wait for the ones helpers are still running (short: at most one chunk each).
     while (state->in_flight.load(std::memory_order_acquire) != 0) std::this_thread::yield();
+}
+
+/// parallel_for_on(max_threads(), ...).
+template <typename F>
+void parallel_for(std::int64_t n, std::int64_t grain, F&& f) {
+    parallel_for_on(max_threads(), n, grain, std::forward<F>(f));
 }
 
 /// Squared row norms inside [kLo2, kHi2] are safe in every kernel: by Cauchy-Schwarz every dot product (and every

@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "kernel_common.hpp"
+#include "topk_select.hpp"
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 // GCC on x86-64: this code is compiled for AVX-512 whatever the build flags (a portable build too) and runs only
@@ -185,11 +186,19 @@ struct Epilogue {
     bool stream;      // write with streaming stores (only for full, aligned tiles)
 };
 
+/// Top-k mode: where the last depth block's scores go instead of the output (rows row0.., columns col0..).
+struct SelectTo {
+    TopkRows* rows;
+    std::int64_t row0, col0;
+};
+
 /// out[R x cols] (ldo) = (+=) A panel (R of kMR rows used) x B panel over kc, scaled as the epilogue says.
+/// With sel (top-k), the last depth block is not stored: each row of the scaled tile is compared with its row's
+/// bar in registers (one compare per 16 scores) and only a tile with survivors is handed to sel.
 template <int R>
 inline void micro_kernel(std::int64_t kc, const float* __restrict ap, const float* __restrict bp,
                          float* __restrict out, std::int64_t ldo, std::int64_t cols, Epilogue e,
-                         const float* inv_a, const float* inv_b) {
+                         const float* inv_a, const float* inv_b, const SelectTo* sel) {
     __m512 c0[R], c1[R];
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) c0[r] = c1[r] = _mm512_setzero_ps();
@@ -206,6 +215,36 @@ inline void micro_kernel(std::int64_t kc, const float* __restrict ap, const floa
     }
     const __mmask16 m0 = first_lanes(cols), m1 = first_lanes(cols - 16);
     const __m512 s0 = _mm512_load_ps(inv_b), s1 = _mm512_load_ps(inv_b + 16);
+    if (sel != nullptr && e.scale) {
+        const float* bar = sel->rows->thresholds() + sel->row0;
+        const std::uint32_t valid = std::uint32_t(m0) | (std::uint32_t(m1) << 16);  // real columns only
+        alignas(64) float tile[R * 32];
+        std::uint32_t masks[R], any = 0;
+#pragma GCC unroll 8
+        for (int r = 0; r < R; ++r) {
+            const float* o = out + r * ldo;
+            __m512 v0 = c0[r], v1 = c1[r];
+            if (e.accumulate) {
+                v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, o));
+                v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, o + 16));
+            }
+            const __m512 ar = _mm512_set1_ps(inv_a[r]);
+            v0 = _mm512_mul_ps(v0, _mm512_mul_ps(ar, s0));
+            v1 = _mm512_mul_ps(v1, _mm512_mul_ps(ar, s1));
+            const __m512 t = _mm512_set1_ps(bar[r]);  // !(v < bar): NaN scores pass, and so do ties
+            const std::uint32_t mask = (std::uint32_t(_mm512_cmp_ps_mask(v0, t, _CMP_NLT_UQ)) |
+                                        (std::uint32_t(_mm512_cmp_ps_mask(v1, t, _CMP_NLT_UQ)) << 16)) &
+                                       valid;
+            masks[r] = mask;
+            any |= mask;
+            if (mask != 0) {
+                _mm512_store_ps(tile + 32 * r, v0);
+                _mm512_store_ps(tile + 32 * r + 16, v1);
+            }
+        }
+        if (any != 0) sel->rows->offer(tile, masks, R, sel->row0, sel->col0);
+        return;
+    }
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {
         float* o = out + r * ldo;
@@ -230,7 +269,7 @@ inline void micro_kernel(std::int64_t kc, const float* __restrict ap, const floa
 }
 
 using MicroKernel = void (*)(std::int64_t, const float*, const float*, float*, std::int64_t, std::int64_t, Epilogue,
-                             const float*, const float*);
+                             const float*, const float*, const SelectTo*);
 
 /// The micro-kernel for a tile of `rows` rows (1..kMR): a short last panel computes only its real rows.
 MicroKernel micro_kernel_for(std::int64_t rows) {
@@ -366,10 +405,12 @@ void few_columns(const float* a, std::int64_t lda, std::int64_t n, const float* 
     }
 }
 
-}  // namespace
-
-void packed_cosine(const float* a, std::int64_t lda, std::int64_t n, const float* b, std::int64_t ldb,
-                   std::int64_t m, std::int64_t d, float* out, std::int64_t ldo, RangeFlag& out_of_range) {
+/// The packed GEMM of packed_cosine, or with sel (one TopkRows per worker slot, nsel of them) packed_topk:
+/// the same loops, but the last depth block of every tile is offered to the worker's TopkRows instead of being
+/// stored (with more than one depth block, the partial sums go to a per-worker chunk buffer instead of out).
+void run_packed(const float* a, std::int64_t lda, std::int64_t n, const float* b, std::int64_t ldb,
+                std::int64_t m, std::int64_t d, float* out, std::int64_t ldo, TopkRows* sel, std::int64_t nsel,
+                RangeFlag& out_of_range) {
     const DepthBlocks depth(d);
     const std::int64_t n_panels = (n + kMR - 1) / kMR;
 
@@ -402,37 +443,48 @@ void packed_cosine(const float* a, std::int64_t lda, std::int64_t n, const float
                  });
 
     // 2. B in chunks of nc rows, a chunk per task: pack (summing norms), then sweep A's panels block by block.
-    const std::int64_t threads = max_threads();  // parallel_for runs at most this many f at once
+    const bool select = sel != nullptr;
+    const std::int64_t threads = select ? nsel : max_threads();  // parallel_for runs at most this many f at once
     const std::int64_t nc = std::clamp<std::int64_t>((m + 2 * threads - 1) / (2 * threads) + kNR - 1, kNR, kNC) /
                             kNR * kNR;
     const std::int64_t n_chunks = (m + nc - 1) / nc;
     const std::int64_t mc_panels =
         std::max<std::int64_t>(1, static_cast<std::int64_t>(kABlockBytes / (sizeof(float) * kMR * depth.kc)));
-    const bool stream = static_cast<std::size_t>(n) * static_cast<std::size_t>(m) * sizeof(float) > kStreamBytes &&
+    const bool stream = !select &&
+                        static_cast<std::size_t>(n) * static_cast<std::size_t>(m) * sizeof(float) > kStreamBytes &&
                         reinterpret_cast<std::uintptr_t>(out) % 64 == 0 && ldo % 16 == 0;
 
     // One B scratch per thread that can run, taken and sized here: an allocation failure throws in the caller
-    // (a MemoryError in Python), never inside a worker thread.
+    // (a MemoryError in Python), never inside a worker thread. Slot t pairs B scratch t with sel[t] (top-k).
+    const std::int64_t n_slots = std::min(threads, n_chunks);
     std::vector<std::unique_ptr<BScratch>> slots;
-    for (std::int64_t t = 0; t < std::min(threads, n_chunks); ++t) {
+    std::vector<Scratch<float>> partial(select ? static_cast<std::size_t>(n_slots) : 0);  // top-k, depth > kKC
+    std::vector<std::int64_t> free_slots;
+    for (std::int64_t t = 0; t < n_slots; ++t) {
         slots.push_back(scratch_pool().acquire());
         slots.back()->packed.get(static_cast<std::size_t>(nc * depth.kc));
         slots.back()->inv.get(static_cast<std::size_t>(nc));
         slots.back()->sums.resize(static_cast<std::size_t>(nc));
+        if (select) partial[t].get(static_cast<std::size_t>(depth.npc > 1 ? n_panels * kMR * nc : 1));
+        free_slots.push_back(t);
     }
     std::mutex slots_mu;
-    parallel_for(n_chunks, 1, [&](std::int64_t c0, std::int64_t c1) {
-        std::unique_ptr<BScratch> s;
+    parallel_for_on(n_slots, n_chunks, 1, [&](std::int64_t c0, std::int64_t c1) {  // never more f than slots
+        std::int64_t slot;
         {
             std::lock_guard<std::mutex> lock(slots_mu);
-            s = std::move(slots.back());
-            slots.pop_back();
+            slot = free_slots.back();
+            free_slots.pop_back();
         }
+        BScratch* const s = slots[slot].get();
         float* const bp = s->packed.get(static_cast<std::size_t>(nc * depth.kc));  // sized: no allocation
         float* const inv_b = s->inv.get(static_cast<std::size_t>(nc));
         for (std::int64_t c = c0; c < c1; ++c) {
             const std::int64_t j0 = c * nc, cols_chunk = std::min(nc, m - j0);
             const std::int64_t b_panels = (cols_chunk + kNR - 1) / kNR;
+            // The chunk's output columns: out's, or (top-k) the worker's own buffer for the partial sums.
+            float* const chunk_out = select ? partial[slot].data() : out + j0;
+            const std::int64_t chunk_ldo = select ? nc : ldo;
             std::fill(s->sums.begin(), s->sums.begin() + nc, 0.0);
             for (std::int64_t p = 0; p < depth.npc; ++p) {
                 const std::int64_t k0 = depth.begin(p), kc = depth.size(p, d);
@@ -461,8 +513,10 @@ void packed_cosine(const float* a, std::int64_t lda, std::int64_t n, const float
                         for (std::int64_t q = q0; q < q1; ++q) {
                             next.step();
                             const std::int64_t rows = std::min(kMR, n - q * kMR);
-                            micro_kernel_for(rows)(kc, ap_block + q * kc * kMR, bpt, out + q * kMR * ldo + j0 + t * kNR,
-                                                   ldo, cols, e, inv_a + q * kMR, inv_b + t * kNR);
+                            const SelectTo to{select ? &sel[slot] : nullptr, q * kMR, j0 + t * kNR};
+                            micro_kernel_for(rows)(kc, ap_block + q * kc * kMR, bpt,
+                                                   chunk_out + q * kMR * chunk_ldo + t * kNR, chunk_ldo, cols, e,
+                                                   inv_a + q * kMR, inv_b + t * kNR, select ? &to : nullptr);
                         }
                     }
                 }
@@ -470,11 +524,33 @@ void packed_cosine(const float* a, std::int64_t lda, std::int64_t n, const float
         }
         if (stream) _mm_sfence();  // streaming stores visible before the caller reads the output
         std::lock_guard<std::mutex> lock(slots_mu);
-        slots.push_back(std::move(s));
+        free_slots.push_back(slot);
     });
     for (auto& slot : slots) scratch_pool().release(std::move(slot));
     a_scratch.packed.trim();
     a_scratch.inv.trim();
+}
+
+}  // namespace
+
+void packed_cosine(const float* a, std::int64_t lda, std::int64_t n, const float* b, std::int64_t ldb,
+                   std::int64_t m, std::int64_t d, float* out, std::int64_t ldo, RangeFlag& out_of_range) {
+    run_packed(a, lda, n, b, ldb, m, d, out, ldo, nullptr, 0, out_of_range);
+}
+
+void packed_topk(const float* a, std::int64_t lda, std::int64_t n, const float* b, std::int64_t ldb,
+                 std::int64_t m, std::int64_t d, TopkRows* sel, std::int64_t nsel, RangeFlag& out_of_range) {
+    run_packed(a, lda, n, b, ldb, m, d, nullptr, 0, sel, nsel, out_of_range);
+}
+
+std::size_t packed_topk_bytes(std::int64_t n, std::int64_t d, std::int64_t nsel) {
+    const DepthBlocks depth(d);
+    const std::size_t rows = static_cast<std::size_t>((n + kMR - 1) / kMR * kMR);
+    const std::size_t f = sizeof(float), slots = static_cast<std::size_t>(nsel);
+    const std::size_t a_bytes = rows * static_cast<std::size_t>(d) * f + rows * f;
+    const std::size_t b_slot = static_cast<std::size_t>(kNC * depth.kc) * f + static_cast<std::size_t>(kNC) * 12;
+    const std::size_t partial_slot = depth.npc > 1 ? rows * static_cast<std::size_t>(kNC) * f : f;
+    return a_bytes + slots * (b_slot + partial_slot);
 }
 
 void few_columns_cosine(const float* a, std::int64_t lda, std::int64_t n, const float* b, std::int64_t ldb,
@@ -516,6 +592,13 @@ void few_columns_cosine(const float*, std::int64_t, std::int64_t, const float*, 
                         std::int64_t, float*, std::int64_t, RangeFlag&) {
     std::abort();  // unreachable: callers check packed_gemm_available()
 }
+
+void packed_topk(const float*, std::int64_t, std::int64_t, const float*, std::int64_t, std::int64_t, std::int64_t,
+                 TopkRows*, std::int64_t, RangeFlag&) {
+    std::abort();  // unreachable: callers check packed_gemm_available()
+}
+
+std::size_t packed_topk_bytes(std::int64_t, std::int64_t, std::int64_t) { return 0; }
 
 #endif
 

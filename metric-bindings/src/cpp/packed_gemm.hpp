@@ -2,6 +2,7 @@
 #pragma once
 
 #include <atomic>
+#include <cstddef>
 #include <cstdint>
 
 namespace metric_bindings::detail {
@@ -17,6 +18,19 @@ bool packed_gemm_available();
 /// raises out_of_range, and the output is then not valid.
 void packed_cosine(const float* a, std::int64_t lda, std::int64_t n, const float* b, std::int64_t ldb,
                    std::int64_t m, std::int64_t d, float* out, std::int64_t ldo, std::atomic<bool>& out_of_range);
+
+class TopkRows;  // topk_select.hpp
+
+/// Top-k on the packed GEMM: the cosines of a (n x d) against b (m x d), as packed_cosine computes them, are
+/// never stored: each micro-kernel tile is compared in registers with its rows' bars and only survivors are
+/// offered to sel[w], where w is the worker slot (0 <= w < nsel) that computed it; each of the nsel TopkRows
+/// must have been reset for n rows. Every column of b reaches exactly one of them. At most nsel threads run.
+/// A row outside the safe range raises out_of_range, and the candidates are then not valid.
+void packed_topk(const float* a, std::int64_t lda, std::int64_t n, const float* b, std::int64_t ldb,
+                 std::int64_t m, std::int64_t d, TopkRows* sel, std::int64_t nsel, std::atomic<bool>& out_of_range);
+/// The extra memory packed_topk takes for n rows of a (its packed copy, each slot's B panels and, when d is
+/// more than one depth block, each slot's partial sums), the TopkRows excluded.
+std::size_t packed_topk_bytes(std::int64_t n, std::int64_t d, std::int64_t nsel);
 
 /// The same for a b of at most kFewColumnsMax rows (many rows against a few, e.g. 100k items x 16 classes): B
 /// packed once (a few KiB), A's rows read once straight from memory in register-blocked tiles. Needs n, d >= 1,

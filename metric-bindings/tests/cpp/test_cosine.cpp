@@ -133,7 +133,7 @@ void expect_matrix(const mb::MatrixView<T>& a, const mb::MatrixView<T>& b, mb::S
             ASSERT_NEAR(out[i * b.rows + j], ref_cos(a, i, b, j), tol<T>()) << "i=" << i << " j=" << j;
 }
 
-/// Checks top-k results against the full matrix (n x m) sorted: best first, ties by smaller index.
+/// Checks top-k results against the full matrix (n x m) sorted: NaN first, then best first, ties by smaller index.
 template <typename T>
 void expect_topk(const std::vector<T>& full, std::int64_t n, std::int64_t m, std::int64_t k,
                  const std::vector<T>& vals, const std::vector<std::int64_t>& idx) {
@@ -141,11 +141,18 @@ void expect_topk(const std::vector<T>& full, std::int64_t n, std::int64_t m, std
         std::vector<std::int64_t> order(static_cast<std::size_t>(m));
         for (std::int64_t j = 0; j < m; ++j) order[j] = j;
         std::partial_sort(order.begin(), order.begin() + k, order.end(), [&](auto x, auto y) {
-            return full[i * m + x] > full[i * m + y] || (full[i * m + x] == full[i * m + y] && x < y);
+            const T u = full[i * m + x], v = full[i * m + y];
+            if (std::isnan(u) != std::isnan(v)) return std::isnan(u);
+            return u > v || (!(u < v) && x < y);
         });
         for (std::int64_t r = 0; r < k; ++r) {
             EXPECT_EQ(idx[i * k + r], order[r]) << "row " << i << " rank " << r;
-            EXPECT_NEAR(vals[i * k + r], full[i * m + order[r]], tol<T>());
+            const T want = full[i * m + order[r]];
+            if (std::isnan(want)) {
+                EXPECT_TRUE(std::isnan(vals[i * k + r])) << "row " << i << " rank " << r;
+            } else {
+                EXPECT_NEAR(vals[i * k + r], want, tol<T>());
+            }
         }
     }
 }
@@ -399,4 +406,83 @@ TEST(Core, TopkOnThePackedGemmWithRowsOfAnyMagnitude) {
     std::vector<std::int64_t> idx(static_cast<std::size_t>(n * k));
     mb::topk_cosine(a, b, k, vals.data(), idx.data());
     expect_topk(full, n, m, k, vals, idx);
+}
+
+TEST(Core, TopkSelectedInsideThePackedGemm) {
+    SKIP_WITHOUT_PACKED_GEMM();
+    // float32, >= 2^29 multiply-adds, > 8 queries: the packed GEMM offers each tile's survivors to per-worker
+    // candidate buffers (no score matrix). k = 1, 10, 1000 and M; a NaN row of A (its whole row NaN: NaN ranks
+    // first, ties by index), a NaN row of B (first in every row), a zero row of B (0), and B rows repeated
+    // (exact ties: the smaller index first). The full matrix from the same packed GEMM holds the same float32
+    // values, so the order must match exactly for every k.
+    struct Case {
+        std::int64_t n, m, d;
+        std::size_t budget;
+    };
+    for (const Case c : {Case{40, 20000, 700, mb::kDefaultTopkBudget},    // one depth block, one tile of A
+                         Case{33, 16000, 1100, mb::kDefaultTopkBudget},   // two depth blocks: partial sums
+                         Case{300, 6000, 512, std::size_t{16} << 20}}) {  // k = 1000 there: tiles of A rows
+        auto av = random_matrix<float>(c.n, c.d, 61), bv = random_matrix<float>(c.m, c.d, 62);
+        std::fill(av.begin() + 3 * c.d, av.begin() + 4 * c.d, std::nanf(""));
+        bv[77 * c.d + 5] = std::nanf("");
+        std::fill(bv.begin() + 78 * c.d, bv.begin() + 79 * c.d, 0.0f);
+        for (std::int64_t t : {100, 2500, 4900})  // rows 1100, 3500, 5900 copy rows 100, 2500, 4900
+            std::copy(bv.begin() + t * c.d, bv.begin() + (t + 1) * c.d, bv.begin() + (t + 1000) * c.d);
+        auto a = mb::MatrixView<float>::row_major(av.data(), c.n, c.d);
+        auto b = mb::MatrixView<float>::row_major(bv.data(), c.m, c.d);
+        std::vector<float> full(static_cast<std::size_t>(c.n * c.m));
+        mb::cosine_similarity(a, b, full.data(), c.m, mb::Strategy::PackedGemm);  // the same kernel's values
+        for (auto [k, one_worker] : {std::pair{std::int64_t{1}, false}, {std::int64_t{10}, false},
+                                     {std::int64_t{1000}, false}, {std::int64_t{1000}, true}, {c.m, false}}) {
+            std::vector<float> vals(static_cast<std::size_t>(c.n * k));
+            std::vector<std::int64_t> idx(static_cast<std::size_t>(c.n * k));
+            // One worker: its own k-th best is the row's (with several, a worker's bar sits far below it).
+            const char* saved = std::getenv("METRIC_BINDINGS_NUM_THREADS");
+            const std::string keep = saved != nullptr ? saved : "";
+            if (one_worker) setenv("METRIC_BINDINGS_NUM_THREADS", "1", 1);
+            mb::topk_cosine(a, b, k, vals.data(), idx.data(), c.budget);
+            if (one_worker) {
+                if (saved != nullptr) setenv("METRIC_BINDINGS_NUM_THREADS", keep.c_str(), 1);
+                else unsetenv("METRIC_BINDINGS_NUM_THREADS");
+            }
+            expect_topk(full, c.n, c.m, k, vals, idx);  // the same kernel's values: the same order, exactly
+            for (std::int64_t r = 0; r < k; ++r) ASSERT_EQ(idx[3 * k + r], r) << "NaN row: ties by index";
+            for (std::int64_t i = 0; i < c.n; ++i)
+                if (i != 3) ASSERT_EQ(idx[i * k], 77) << "the NaN column first, row " << i;
+        }
+    }
+}
+
+TYPED_TEST(Typed, TopkTiledSelectionWithNanAndTies) {
+    // The tiles-then-heap selection (few queries: the fused scorer; float64: CBLAS) tests blocks of scores
+    // against the heap's worst before looking at them one by one: a NaN column and repeated rows late in B
+    // (after the heap is full), a NaN row of A (its bar is NaN), k from 1 to M, a budget that cuts B in tiles.
+    using T = TypeParam;
+    for (auto [n, m, d] : {std::tuple{3, 5000, 16}, std::tuple{12, 3000, 40}}) {
+        auto av = random_matrix<T>(n, d, 71), bv = random_matrix<T>(m, d, 72);
+        std::fill(av.begin() + d, av.begin() + 2 * d, std::numeric_limits<T>::quiet_NaN());  // row 1
+        bv[(m - 100) * d + 3] = std::numeric_limits<T>::quiet_NaN();
+        for (std::int64_t t : {10, 700})
+            std::copy(bv.begin() + t * d, bv.begin() + (t + 1) * d, bv.begin() + (m - 50 + t / 100) * d);
+        auto a = mb::MatrixView<T>::row_major(av.data(), n, d), b = mb::MatrixView<T>::row_major(bv.data(), m, d);
+        std::vector<T> full(static_cast<std::size_t>(n * m));
+        mb::cosine_similarity(a, b, full.data(), m, mb::Strategy::ScaleOutput);
+        for (std::int64_t k : {std::int64_t{1}, std::int64_t{10}, std::int64_t{1000}, std::int64_t{m}}) {
+            for (std::size_t budget : {mb::kDefaultTopkBudget, mb::kMinTopkBudget}) {
+                std::vector<T> vals(static_cast<std::size_t>(n * k));
+                std::vector<std::int64_t> idx(static_cast<std::size_t>(n * k));
+                mb::topk_cosine(a, b, k, vals.data(), idx.data(), budget);
+                if (k <= 10) expect_topk(full, n, m, k, vals, idx);
+                for (std::int64_t r = 0; r < k; ++r) ASSERT_EQ(idx[k + r], r) << "NaN row: ties by index";
+                for (std::int64_t i = 0; i < n; ++i) {
+                    if (i != 1) ASSERT_EQ(idx[i * k], m - 100) << "the NaN column first, row " << i;
+                    for (std::int64_t r = 2; r < k; ++r)  // after the NaN: best first, ties by index
+                        if (i != 1) ASSERT_TRUE(vals[i * k + r - 1] > vals[i * k + r] ||
+                                                (vals[i * k + r - 1] == vals[i * k + r] &&
+                                                 idx[i * k + r - 1] < idx[i * k + r]))
+                            << "row " << i << " rank " << r;
+                }
+            }
+        }
+    }
 }
