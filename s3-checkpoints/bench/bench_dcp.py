@@ -17,7 +17,8 @@ loaded shard equals what was saved, bit for bit (a job that loaded anything else
 is rank 0's wall clock from a barrier before ``dcp.save``/``dcp.load`` to a barrier after it (the s3ckpt
 save includes its commit: manifest written and checked; its load the manifest read and the SHA-256 of
 every byte). "extra memory" is the largest peak RSS growth of any rank during the operation (VmHWM reset
-just before). Targets alternate inside each round, so that a change of machine load hits all alike.
+just before); "CPU" the CPU seconds all ranks' processes used in it (their threads included, not MinIO's).
+Targets alternate inside each round, so that a change of machine load hits all alike.
 
 Prints a line per job, then one table (medians over the rounds, MiB/s, and the ratio s3ckpt /
 s3torchconnector per ranks and operation), and writes every job's figures to bench/results/dcp.json.
@@ -83,25 +84,28 @@ def storage(a: argparse.Namespace, world: int) -> tuple[Any, Callable[[], Any]]:
         s = S3Settings(endpoint=a.endpoint, access_key=a.user, secret_key=a.password, bucket=a.bucket,
                        prefix="s3ckpt")
         run = f"dcp-{a.tag}-{world}"
-        return S3StorageWriter(a.round, run, settings=s), lambda: S3StorageReader(a.round, run, settings=s)
+        return S3StorageWriter(a.round, run, settings=s), \
+            lambda: S3StorageReader(a.round, run, settings=s, max_workers=a.s3ckpt_workers)
     if a.target == "s3tc":
         return s3tc_storage(a, world)
     path = os.path.join(a.workdir, f"w{world}-r{a.round}")
     return dcp.FileSystemWriter(path), lambda: dcp.FileSystemReader(path)
 
 
-def timed(fn: Callable[[], Any]) -> tuple[float, int]:
-    """(seconds between the barriers around ``fn``, this rank's peak RSS growth during it)."""
+def timed(fn: Callable[[], Any]) -> tuple[float, int, float]:
+    """(seconds between the barriers around ``fn``, this rank's peak RSS growth during it, the CPU seconds
+    this rank's process used in it)."""
     import torch.distributed as dist
 
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # VmHWM := current RSS: the peak we read is this operation's own
     base = rss("VmRSS")
     dist.barrier()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     fn()
+    cpu = time.process_time() - c0
     dist.barrier()
-    return time.perf_counter() - t0, rss("VmHWM") - base
+    return time.perf_counter() - t0, rss("VmHWM") - base, cpu
 
 
 def worker(a: argparse.Namespace) -> None:
@@ -122,21 +126,22 @@ def worker(a: argparse.Namespace) -> None:
     state = {f"layer{i}": DTensor.from_local(torch.randn(rows // world, 1024, generator=g), mesh, [Shard(0)])
              for i in range(TENSORS)}
     writer, make_reader = storage(a, world)
-    save_s, save_extra = timed(lambda: dcp.save(state, storage_writer=writer))
+    save_s, save_extra, save_cpu = timed(lambda: dcp.save(state, storage_writer=writer))
     fresh = {k: DTensor.from_local(torch.full_like(v.to_local(), float("nan")), mesh, [Shard(0)])
              for k, v in state.items()}
     reader = make_reader()  # after the save: s3ckpt's reader checks the step exists when it is made
-    load_s, load_extra = timed(lambda: dcp.load(fresh, storage_reader=reader))
+    load_s, load_extra, load_cpu = timed(lambda: dcp.load(fresh, storage_reader=reader))
     wrong = [k for k in state if not torch.equal(fresh[k].to_local(), state[k].to_local())]
     report: list[Any] = [None] * world
-    dist.all_gather_object(report, (save_extra, load_extra, wrong))
+    dist.all_gather_object(report, ((save_extra, save_cpu), (load_extra, load_cpu), wrong))
     if rank == 0:
         bad = sorted({f"rank {r}: {k}" for r, (_s, _l, ks) in enumerate(report) for k in ks})
         nbytes = sum(t.to_local().nbytes for t in state.values()) * world
         for op, seconds, i in (("save", save_s, 0), ("load", load_s, 1)):
             print(json.dumps({"target": a.target, "world": world, "round": a.round, "op": op,
                               "seconds": seconds, "bytes": nbytes,
-                              "extra_max": max(r[i] for r in report), "wrong": bad}), flush=True)
+                              "extra_max": max(r[i][0] for r in report),
+                              "cpu": sum(r[i][1] for r in report), "wrong": bad}), flush=True)
     dist.destroy_process_group()
 
 
@@ -147,7 +152,7 @@ def run_job(a: argparse.Namespace, target: str, world: int, rnd: int, env: dict[
     args = [sys.executable, __file__, "--worker", "--target", target, "--round", str(rnd),
             "--size-mib", str(a.size_mib), "--endpoint", a.endpoint, "--user", a.user, "--password",
             a.password, "--bucket", a.bucket, "--workdir", a.workdir, "--s3tc-threads", str(a.s3tc_threads),
-            "--tag", a.tag]
+            "--s3ckpt-workers", str(a.s3ckpt_workers), "--tag", a.tag]
     procs = []
     for r in range(world):
         e = env | {"RANK": str(r), "WORLD_SIZE": str(world), "OMP_NUM_THREADS": "1",
@@ -186,7 +191,8 @@ def table(results: list[dict], worlds: list[int], targets: list[str]) -> list[st
     cols = [f"{NAMES[t]} MiB/s" for t in targets]
     if pair:  # the ratio right after the two columns it compares
         cols.insert(targets.index("s3tc") + 1, "s3ckpt / s3torchconnector")
-    head = ["ranks", "op", *cols, *[f"{NAMES[t]} extra MiB/rank" for t in targets if t != "fs"]]
+    head = ["ranks", "op", *cols, *[f"{NAMES[t]} extra MiB/rank" for t in targets if t != "fs"],
+            *[f"{NAMES[t]} CPU s" for t in targets if t != "fs"]]
     lines = ["| " + " | ".join(head) + " |",
              "| " + " | ".join("---" if h == "op" else "---:" for h in head) + " |"]
     for world in worlds:
@@ -198,6 +204,7 @@ def table(results: list[dict], worlds: list[int], targets: list[str]) -> list[st
                 if pair and t == "s3tc":
                     row.append(f"{rates['s3ckpt'] / rates['s3tc']:.2f}x")
             row += [f"{med(t, world, op, 'extra_max'):.0f}" for t in targets if t != "fs"]
+            row += [f"{med(t, world, op, 'cpu') * MiB:.2f}" for t in targets if t != "fs"]
             lines.append("| " + " | ".join(row) + " |")
     return lines
 
@@ -217,6 +224,8 @@ def main() -> None:
                    help="comma-separated subset of s3ckpt,s3tc,fs (default all three)")
     p.add_argument("--s3tc-threads", type=int, default=8,
                    help="s3torchconnector S3StorageWriter thread_count (default 8, as in its README)")
+    p.add_argument("--s3ckpt-workers", type=int, default=8,
+                   help="s3ckpt S3StorageReader max_workers: part GETs at once per rank (default 8, its own)")
     p.add_argument("--endpoint", help="use this S3 endpoint instead of starting the native MinIO")
     p.add_argument("--user", default=os.environ.get("MINIO_ROOT_USER", "minioadmin"))
     p.add_argument("--password", default=os.environ.get("MINIO_ROOT_PASSWORD", "minioadmin-change-me"))
@@ -265,7 +274,8 @@ def main() -> None:
                     results += rows
                     print(f"  [{len(results) // 2:2}/{jobs} {time.monotonic() - started:5.0f} s] round {rnd} "
                           f"x{world} {NAMES[target]:16} " + "  ".join(
-                              f"{r['op']} {rate(r):6.1f} MiB/s (extra {r['extra_max'] / MiB:5.1f} MiB)"
+                              f"{r['op']} {rate(r):6.1f} MiB/s (extra {r['extra_max'] / MiB:5.1f} MiB, "
+                              f"cpu {r['cpu']:4.2f} s)"
                               for r in rows) + "  loaded = saved", flush=True)
                     shutil.rmtree(a.workdir, ignore_errors=True)
                     os.makedirs(a.workdir, exist_ok=True)

@@ -21,6 +21,7 @@ import base64
 import hashlib
 import http.client
 import io
+import mmap
 import queue
 from bisect import bisect_right
 from collections.abc import Callable, Iterator, Sequence
@@ -558,11 +559,13 @@ class S3Reader(io.RawIOBase):
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self.max_workers, thread_name_prefix="s3ckpt-get")
         held: dict[int, tuple[memoryview, Future[None]]] = {}
-        free: list[bytearray] = []  # buffers of dropped parts: no zero-filling, no page faults again
+        free: list[mmap.mmap] = []  # buffers of dropped parts: no new page faults
         nxt = 0  # order[nxt] is the next part to fetch
 
         def fetch(i: int) -> None:
-            buf = free.pop() if free else bytearray(self._psize)
+            # anonymous memory: its pages are zeroed by the kernel as the worker first writes them, not
+            # memset by this thread first (as a bytearray would be)
+            buf = free.pop() if free else mmap.mmap(-1, self._psize)
             part = memoryview(buf)[:self._part_end(i) - i * self._psize]
             held[i] = part, self._pool.submit(self._fetch_into, i * self._psize, part, i)
 
