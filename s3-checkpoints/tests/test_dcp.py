@@ -18,6 +18,7 @@ import torch
 from s3ckpt import CheckpointStore, IntegrityError, S3CkptError
 from s3ckpt import dcp as s3dcp
 from s3ckpt.minio import free_port
+from s3ckpt.tensorzip import load_into
 
 WORKER = str(Path(__file__).with_name("_dcp_worker.py"))
 
@@ -225,3 +226,64 @@ def test_latest_falls_back_past_damaged_dcp_steps(minio, bucket) -> None:
     _assert_same(states[1], target)
     with pytest.raises(IntegrityError):
         s3dcp.load(target, 3, run="solo", settings=s)  # an explicit step never silently becomes another
+
+
+def _mixed_state() -> dict:
+    """Items of every shape the reader meets: several parts wide, inside one part, straddling a part
+    boundary, empty, 0-dim, other dtypes, and a non-tensor (DCP's bytes item)."""
+    g = torch.Generator().manual_seed(5)
+    return {"big": torch.randn(3 << 20, generator=g),                        # 12 MiB: three 5 MiB parts
+            "rows": torch.randn(700, 1024, generator=g),                      # 2.7 MiB
+            "half": torch.randn(1 << 20, generator=g).to(torch.bfloat16),
+            "ids": torch.randint(0, 1 << 40, (300_000,), generator=g),
+            "mask": torch.rand(1000, generator=g) > 0.5,
+            "scalar": torch.tensor(2.5), "empty": torch.zeros(0, 4),
+            "meta": {"epoch": 3, "name": "run-a"}}
+
+
+def _blank(state: dict) -> dict:
+    out = {k: torch.full_like(v, 7) for k, v in state.items() if isinstance(v, torch.Tensor)}
+    return out | {"meta": {"epoch": 0, "name": ""}}
+
+
+@pytest.mark.parametrize("max_workers", [1, 2, 8])
+def test_load_reads_ahead_in_parallel_bit_exact(minio, bucket, monkeypatch, max_workers: int) -> None:
+    """Items are delivered while later parts download (read-ahead smaller and larger than an item), each
+    part fetched once and checked; every tensor arrives bit for bit, whatever the dtype or shape: copied
+    straight from the parts into its destination, or (a destination that is not contiguous) through
+    torch.load."""
+    s = minio.settings(bucket)
+    saved = _mixed_state()
+    s3dcp.save(saved, 1, run="mixed", settings=s, part_size=5 * 1024 * 1024)
+    target = _blank(saved)
+    target["rows"] = torch.zeros(1024, 700).t()  # same shape, transposed memory
+    direct: dict[str, bool] = {}
+
+    def spy(f, offsets, lengths, dst):  # noqa: ANN001, ANN202
+        done = load_into(f, offsets, lengths, dst)
+        direct[next(k for k, v in target.items() if v.numel() and v.data_ptr() == dst.data_ptr())] = done
+        return done
+
+    monkeypatch.setattr(s3dcp, "load_into", spy)
+    assert s3dcp.load(target, 1, run="mixed", settings=s, max_workers=max_workers) == 1
+    _assert_same(saved, target)
+    assert not target["rows"].is_contiguous()
+    assert direct == {k: k != "rows" for k, v in saved.items() if isinstance(v, torch.Tensor) and v.numel()}
+
+
+def test_corrupt_part_mid_load_is_damage_and_stops_every_worker(minio, bucket) -> None:
+    """A part in the middle of a parallel read fails its SHA-256: the load raises IntegrityError (the
+    damage that makes `latest` fall back), not a network error, and leaves no download thread behind."""
+    s = minio.settings(bucket)
+    saved = _mixed_state()
+    s3dcp.save(saved, 1, run="mixed", settings=s, part_size=5 * 1024 * 1024)
+    st = CheckpointStore(settings=s, run="mixed")
+    man = st.manifest(1)
+    assert len(man["objects"][0]["part_sha256"]) >= 4
+    man["objects"][0]["part_sha256"][1] = "0" * 64
+    mkey = st.step_prefix(1) + "manifest.json"
+    st.delete_keys([mkey])
+    st.client.put_object(Bucket=bucket, Key=mkey, Body=json.dumps(man).encode())
+    with pytest.raises(IntegrityError, match=r"SHA-256 mismatch .*\(part 2\)"):
+        s3dcp.load(_blank(saved), 1, run="mixed", settings=s, max_workers=2)
+    assert not [t for t in threading.enumerate() if t.name.startswith("s3ckpt-get")]

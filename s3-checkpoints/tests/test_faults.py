@@ -236,6 +236,47 @@ def test_network_down_during_load_fails_does_not_fall_back(flaky, direct, proxy)
             flaky.load("latest")
 
 
+def _dcp_steps(minio, bucket: str) -> tuple[dict, dict]:
+    """Two DCP steps of one process (12 MiB: several parts, read in parallel); the settings to load through
+    the proxy, and the second step's state."""
+    from s3ckpt import dcp as s3dcp
+
+    s = minio.settings(bucket).with_overrides(**FAST)
+    for step in (1, 2):
+        s3dcp.save(state := _state(step, mib=12)["model"], step, run="solo", settings=s, part_size=PART)
+    return s, state
+
+
+@pytest.mark.parametrize("action", ["reset_response", "cut_response", "stall_body"])
+def test_one_fault_during_a_parallel_dcp_load_is_retried_not_called_corrupt(minio, bucket, proxy,
+                                                                          action) -> None:
+    """Two part GETs of a DCP load (fetched ahead, in parallel) break: each is asked again, the load is
+    bit-exact and does not fall back."""
+    from s3ckpt import dcp as s3dcp
+
+    s, second = _dcp_steps(minio, bucket)
+    proxy.add(Rule(action, method="GET", path=".distcp", times=2,
+                   arg=1000 if action == "cut_response" else FAST["read_timeout"] + 2))
+    target = {"w": torch.zeros_like(second["w"])}
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*falling back")
+        assert s3dcp.load(target, run="solo", settings=s.with_overrides(endpoint=proxy.endpoint)) == 2
+    assert torch.equal(target["w"], second["w"])
+    assert proxy.fired(action) == 2
+
+
+def test_network_down_during_a_parallel_dcp_load_is_a_network_error(minio, bucket, proxy) -> None:
+    from s3ckpt import dcp as s3dcp
+
+    s, second = _dcp_steps(minio, bucket)
+    proxy.add(Rule("reset_response", method="GET", path=".distcp", times=1000))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*falling back")
+        with pytest.raises(NetworkError, match="network failure while reading"):
+            s3dcp.load({"w": torch.zeros_like(second["w"])}, run="solo",
+                       settings=s.with_overrides(endpoint=proxy.endpoint))
+
+
 def test_dcp_load_with_only_damaged_steps_never_says_start_over(minio, bucket) -> None:
     """The only DCP step fails its SHA-256 while loading (the model half written): `latest` has nothing
     older to fall back to, and that is damage (NoVerifiedCheckpoint), not "no checkpoint" (which a

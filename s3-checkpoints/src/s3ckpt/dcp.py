@@ -10,9 +10,10 @@ DCP's metadata plus every rank's objects, sizes and part digests::
     <prefix>/<run>/step-000000100/__1_0.3f9a1c2e.distcp     rank 1's ...
     <prefix>/<run>/step-000000100/manifest.json             kind "dcp", written LAST by rank 0
 
-Loading reads each item's byte range through :meth:`~s3ckpt.streams.S3Reader.read_verified` (whole parts,
-checked against their digests), so a rank only fetches what its shards need, with any world size: DCP's
-planner reshards. ``step="latest"`` is the newest verified DCP step, chosen once by rank 0 for all ranks.
+Loading reads each item's byte range through :meth:`~s3ckpt.streams.S3Reader.read_ranges` (whole parts,
+checked against their digests, fetched ahead in parallel), so a rank only fetches what its shards need,
+with any world size: DCP's planner reshards. ``step="latest"`` is the newest verified DCP step, chosen once
+by rank 0 for all ranks.
 
     from s3ckpt import dcp as s3dcp
     s3dcp.save({"model": model_sd, "optim": optim_sd}, step=100, run="my-run")   # every rank
@@ -22,11 +23,14 @@ planner reshards. ``step="latest"`` is the newest verified DCP step, chosen once
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import datetime
 import io
 import re
+import struct
 import uuid
+import zipfile
 from typing import Any
 
 import torch
@@ -51,7 +55,8 @@ from s3ckpt.catalog import Catalog, EventHook, warn_fallback
 from s3ckpt.errors import IntegrityError, S3CkptError
 from s3ckpt.s3 import S3Settings, max_call_seconds
 from s3ckpt.store import writer_entry
-from s3ckpt.streams import MiB, S3Writer
+from s3ckpt.streams import MiB, S3Writer, SpanView
+from s3ckpt.tensorzip import load_into, save_tensor
 
 KIND = "dcp"
 _STEP_ID = re.compile(r"(?:.*/)?step-(\d+)/?|(\d+)")
@@ -249,7 +254,7 @@ class S3StorageWriter(_ByStep, StorageWriter):
                 if item.type == WriteItemType.BYTE_IO:
                     w.write(data.getbuffer())
                 else:
-                    torch.save(_cpu_tensor(data), w)
+                    save_tensor(_cpu_tensor(data), w)
                 spans.append((item, offset, w.tell() - offset))
         cat.emit("rank_object_written", rank=rank, key=key, size=w.size)
         entry = writer_entry(name, w, KIND)
@@ -304,33 +309,40 @@ class S3StorageReader(_ByStep, StorageReader):
             per_object.setdefault(self._storage[req.storage_index].file, []).append(req)
         for name, reqs in per_object.items():
             reqs.sort(key=lambda r: self._storage[r.storage_index].offset)  # neighbours share a part
-            with self.catalog.reader(self._objects[name]) as r:
-                r.max_workers = self.max_workers
-                for req in reqs:
-                    chunk = self._storage[req.storage_index]
-                    data = self.catalog.call(f"reading {name}",
-                                             lambda c=chunk, r=r: r.read_verified(c.offset, c.length),
-                                             retry=False)
-                    self._deliver(req, planner, io.BytesIO(data))
+            self.catalog.call(f"reading {name}", lambda n=name, rs=reqs: self._read_object(n, rs, planner),
+                              retry=False)
         fut: Future[None] = Future()
         fut.set_result(None)
         return fut
 
-    def _deliver(self, req: Any, planner: LoadPlanner, data: io.BytesIO) -> None:
+    def _read_object(self, name: str, reqs: list[Any], planner: LoadPlanner) -> None:
+        """Every item this rank needs from one object, in offset order: the reader fetches the parts
+        ahead in parallel (each checked against its digest) while the items already there are
+        deserialised."""
+        chunks = [self._storage[req.storage_index] for req in reqs]
+        with self.catalog.reader(self._objects[name]) as r:
+            r.max_workers = self.max_workers
+            with contextlib.closing(r.read_ranges([(c.offset, c.length) for c in chunks])) as views:
+                for req, view in zip(reqs, views, strict=True):
+                    self._deliver(req, planner, view)
+
+    def _deliver(self, req: Any, planner: LoadPlanner, data: SpanView) -> None:
         if req.type == LoadItemType.BYTE_IO:
-            planner.load_bytes(req, data)
+            planner.load_bytes(req, io.BytesIO(data.read()))
             return
+        target = planner.resolve_tensor(req).detach()
         try:
-            tensor = torch.load(data, map_location="cpu", weights_only=True)
-        except (RuntimeError, EOFError, ValueError) as e:
+            if not load_into(data, req.storage_offsets, req.lengths, target):  # the usual case: one copy
+                data.seek(0)
+                tensor = torch.load(data, map_location="cpu", weights_only=True)
+                tensor = narrow_tensor_by_index(tensor, req.storage_offsets, req.lengths)
+                if target.size() != tensor.size():
+                    raise IntegrityError(f"step {self.step}: {req.storage_index.fqn} has shape "
+                                         f"{tuple(tensor.size())}, expected {tuple(target.size())}")
+                target.copy_(tensor)
+        except (RuntimeError, EOFError, ValueError, zipfile.BadZipFile, struct.error) as e:
             raise IntegrityError(f"step {self.step}: item {req.storage_index.fqn} cannot be deserialised "
                                  f"({e})") from None
-        tensor = narrow_tensor_by_index(tensor, req.storage_offsets, req.lengths)
-        target = planner.resolve_tensor(req).detach()
-        if target.size() != tensor.size():
-            raise IntegrityError(f"step {self.step}: {req.storage_index.fqn} has shape "
-                                 f"{tuple(tensor.size())}, expected {tuple(target.size())}")
-        target.copy_(tensor)
         planner.commit_tensor(req, target)
 
 

@@ -21,9 +21,12 @@ import base64
 import hashlib
 import http.client
 import io
+import mmap
 import queue
-from collections.abc import Callable
+from bisect import bisect_right
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from itertools import accumulate
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -333,7 +336,6 @@ class S3Reader(io.RawIOBase):
         self._win = b""
         self._win_start = 0
         self._pool: ThreadPoolExecutor | None = None
-        self._part_cache: dict[int, bytearray] = {}
 
     def readable(self) -> bool:
         return True
@@ -535,33 +537,66 @@ class S3Reader(io.RawIOBase):
         self._pos += want
         return want
 
-    def read_verified(self, start: int, length: int) -> bytearray:
-        """Bytes ``[start, start+length)``, every part they touch fetched whole and checked against its
-        digest before anything is returned: random access (a rank reading only its shards) without giving
-        up verification. The last part fetched is kept, so neighbouring items cost no second GET."""
-        if start < 0 or length < 0 or start + length > self._size:
-            raise self._truncated(self._size)
-        if length == 0:
-            return bytearray()
-        first, last = start // self._psize, max(start, start + length - 1) // self._psize
-        need = [i for i in range(first, last + 1) if i not in self._part_cache]
-        fetched = {i: bytearray(self._part_end(i) - i * self._psize) for i in need}
+    def read_ranges(self, ranges: Sequence[tuple[int, int]], ahead: int | None = None) -> Iterator[SpanView]:
+        """For each ``(start, length)`` of ``ranges`` (sorted by start), a :class:`SpanView` of those bytes,
+        yielded only once every part they touch was fetched whole and checked against its digest: random
+        access (a rank reading only its shards) without giving up verification.
+
+        Each part is fetched once, by the worker threads straight into a part buffer, in the order the
+        ranges need them and up to ``ahead`` parts (default ``max_workers``) beyond the ones the current
+        range spans, so the next ranges download while the caller works on this one. A view is valid until
+        the caller asks for the next one: it is closed then, and the buffers of the parts no later range
+        needs are reused. Memory: ``ahead`` parts plus the parts of the range being read."""
+        spans = []
+        for start, length in ranges:
+            if start < 0 or length < 0 or start + length > self._size:
+                raise self._truncated(self._size)
+            first = start // self._psize
+            spans.append((first, (start + length - 1) // self._psize if length else first - 1))
+        last_use = {i: k for k, (first, last) in enumerate(spans) for i in range(first, last + 1)}
+        order = sorted(last_use)
+        ahead = self.max_workers if ahead is None else max(1, ahead)
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self.max_workers, thread_name_prefix="s3ckpt-get")
-        futs = [self._pool.submit(self._fetch_into, i * self._psize, memoryview(fetched[i]), i) for i in need]
-        for f in futs:
-            f.result()
-        parts = {**self._part_cache, **fetched}
-        out = bytearray(length)
-        pos = start
-        while pos < start + length:
-            i = pos // self._psize
-            off = pos - i * self._psize
-            n = min(start + length - pos, len(parts[i]) - off)
-            out[pos - start:pos - start + n] = memoryview(parts[i])[off:off + n]
-            pos += n
-        self._part_cache = {last: parts[last]}  # keep only the newest part
-        return out
+        held: dict[int, tuple[memoryview, Future[None]]] = {}
+        free: list[mmap.mmap] = []  # buffers of dropped parts: no new page faults
+        nxt = 0  # order[nxt] is the next part to fetch
+
+        def fetch(i: int) -> None:
+            # anonymous memory: its pages are zeroed by the kernel as the worker first writes them, not
+            # memset by this thread first (as a bytearray would be)
+            buf = free.pop() if free else mmap.mmap(-1, self._psize)
+            part = memoryview(buf)[:self._part_end(i) - i * self._psize]
+            held[i] = part, self._pool.submit(self._fetch_into, i * self._psize, part, i)
+
+        try:
+            for k, ((start, length), (first, last)) in enumerate(zip(ranges, spans, strict=True)):
+                while nxt < len(order) and (order[nxt] <= last or len(held) < ahead + last - first + 1):
+                    fetch(order[nxt])
+                    nxt += 1
+                segments = []
+                for i in range(first, last + 1):
+                    part, fut = held[i]
+                    fut.result()
+                    lo = start - i * self._psize if i == first else 0
+                    hi = start + length - i * self._psize if i == last else len(part)
+                    segments.append(part[lo:hi])
+                view = SpanView(segments)
+                yield view
+                view.close()  # raises if the caller still holds a buffer of it: never reuse that one
+                for i in [i for i in held if last_use[i] <= k]:
+                    part = held.pop(i)[0]
+                    free.append(part.obj)
+                    part.release()
+        finally:
+            for _part, fut in held.values():
+                fut.cancel()
+            for _part, fut in held.values():  # no worker outlives the read (its error, if any, was raised)
+                if not fut.cancelled():
+                    try:
+                        fut.result()
+                    except BaseException:  # noqa: BLE001, S110
+                        pass
 
     def read(self, size: int = -1) -> bytes:  # type: ignore[override]
         if size is None or size < 0:
@@ -608,5 +643,64 @@ class S3Reader(io.RawIOBase):
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
         self._win = b""
-        self._part_cache = {}
+        super().close()
+
+
+class SpanView(io.RawIOBase):
+    """Read-only, seekable stream over consecutive buffers (the verified parts one range spans), without
+    joining them: ``torch.load`` reads straight from the parts, and :meth:`segments` hands them out for
+    copies into a tensor. Closing it releases the buffers (a read after that raises)."""
+
+    def __init__(self, segments: list[memoryview]) -> None:
+        super().__init__()
+        self._segs = segments
+        self._starts = [0, *accumulate(len(m) for m in segments)]
+        self._size = self._starts[-1]
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
+        if base + offset < 0:
+            raise ValueError("negative seek position")
+        self._pos = base + offset
+        return self._pos
+
+    def segments(self, start: int, length: int) -> Iterator[memoryview]:
+        """Bytes ``[start, start+length)`` of the view as slices of its buffers, in order (no copy)."""
+        if self.closed:
+            raise ValueError("I/O operation on a closed SpanView (its parts were released)")
+        if start < 0 or start + length > self._size:
+            raise ValueError(f"bytes {start}-{start + length} are outside this view of {self._size} bytes")
+        end = start + length
+        k = bisect_right(self._starts, start) - 1
+        while start < end:
+            off = start - self._starts[k]
+            take = min(end - start, len(self._segs[k]) - off)
+            yield self._segs[k][off:off + take]
+            start += take
+            k += 1
+
+    def readinto(self, b: Any) -> int:  # type: ignore[override]
+        mv = memoryview(b).cast("B")
+        n = max(0, min(len(mv), self._size - self._pos))
+        done = 0
+        for seg in self.segments(self._pos, n):
+            mv[done:done + len(seg)] = seg
+            done += len(seg)
+        self._pos += n
+        return n
+
+    def close(self) -> None:
+        for m in self._segs:
+            m.release()
+        self._segs = []
         super().close()
