@@ -286,7 +286,33 @@ class S3Writer(io.RawIOBase):
             super().close()
 
 
-class S3Reader(io.RawIOBase):
+class _SeekableRaw(io.RawIOBase):
+    """A read-only raw stream of ``_size`` bytes at ``_pos``: the seek and tell both readers share."""
+
+    _pos: int
+    _size: int
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        starts = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}
+        if whence not in starts:
+            raise ValueError(f"bad whence {whence}")
+        pos = starts[whence] + offset
+        if pos < 0:
+            raise ValueError("negative seek position")
+        self._pos = pos
+        return pos
+
+
+class S3Reader(_SeekableRaw):
     """Seekable read-only stream over one S3 object, for ``torch.load``, that verifies what it reads.
 
     ``torch.load`` does a few small reads (zip headers, the pickle) and one big ``readinto`` per tensor,
@@ -336,29 +362,6 @@ class S3Reader(io.RawIOBase):
         self._win = b""
         self._win_start = 0
         self._pool: ThreadPoolExecutor | None = None
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        if whence == io.SEEK_SET:
-            pos = offset
-        elif whence == io.SEEK_CUR:
-            pos = self._pos + offset
-        elif whence == io.SEEK_END:
-            pos = self._size + offset
-        else:
-            raise ValueError(f"bad whence {whence}")
-        if pos < 0:
-            raise ValueError("negative seek position")
-        self._pos = pos
-        return pos
 
     # -- verification bookkeeping ------------------------------------------------------------------------
     def _part_end(self, i: int) -> int:
@@ -646,7 +649,7 @@ class S3Reader(io.RawIOBase):
         super().close()
 
 
-class SpanView(io.RawIOBase):
+class SpanView(_SeekableRaw):
     """Read-only, seekable stream over consecutive buffers (the verified parts one range spans), without
     joining them: ``torch.load`` reads straight from the parts, and :meth:`segments` hands them out for
     copies into a tensor. Closing it releases the buffers (a read after that raises)."""
@@ -657,22 +660,6 @@ class SpanView(io.RawIOBase):
         self._starts = [0, *accumulate(len(m) for m in segments)]
         self._size = self._starts[-1]
         self._pos = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
-        if base + offset < 0:
-            raise ValueError("negative seek position")
-        self._pos = base + offset
-        return self._pos
 
     def segments(self, start: int, length: int) -> Iterator[memoryview]:
         """Bytes ``[start, start+length)`` of the view as slices of its buffers, in order (no copy)."""
