@@ -62,6 +62,17 @@ def test_cli_help(args: list[str]) -> None:
     assert r.returncode == 0 and "usage: s3ckpt" in r.stdout
 
 
+def test_cli_run_follows_s3ckpt_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The run a trainer was started with (S3CKPT_RUN) is the one the CLI inspects, unless --run says."""
+    from s3ckpt.cli import build_parser
+
+    monkeypatch.setenv("S3CKPT_RUN", "killed")
+    assert build_parser().parse_args(["list"]).run == "killed"
+    assert build_parser().parse_args(["list", "--run", "other"]).run == "other"
+    monkeypatch.delenv("S3CKPT_RUN")
+    assert build_parser().parse_args(["list"]).run == "digits"
+
+
 def test_train_help() -> None:
     r = subprocess.run(TRAIN + ["--help"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and "--resume" in r.stdout and "resumes" in r.stdout

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 
 from s3ckpt.errors import IntegrityError, S3CkptError
@@ -115,7 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="S3 endpoint URL (env S3CKPT_ENDPOINT, default http://127.0.0.1:9000)")
     common.add_argument("--bucket", help="bucket (env S3CKPT_BUCKET, default checkpoints)")
     common.add_argument("--prefix", help="key prefix (env S3CKPT_PREFIX, default ckpt)")
-    common.add_argument("--run", default="digits", help="run name (default digits)")
+    common.add_argument("--run", default=os.environ.get("S3CKPT_RUN", "digits"),
+                        help="run name (env S3CKPT_RUN, as the trainers; default digits)")
     common.add_argument("-v", "--verbose", action="store_true", help="log what s3ckpt does")
     add_network_flags(common)
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
